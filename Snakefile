@@ -1,0 +1,25 @@
+# Reproduction workflow for "Failure Modes of Variational Autoencoders and Their Effects on
+# Downstream Tasks" (Yacoby, Pan & Doshi-Velez). Run `snakemake --cores all` (default, laptop
+# scale), `--configfile config/smoke.yaml` (tiny) or `--configfile config/paper.yaml` (full).
+# Rules are thin: each calls the `fmvae` command-line interface; all computation is in src/fmvae.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        synthetic_data_files(),
+        real_data_files(),
+        data_figure_files(),
+        paper_data_figure_files(),

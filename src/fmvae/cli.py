@@ -1,0 +1,177 @@
+"""Command-line interface: ``fmvae <command>``. Every workflow rule calls one of these commands, and
+each works on its own (without Snakemake) from a config file.
+
+Each command takes either ``--config FILE`` (a YAML config, validated, from which the command takes
+its slice) or ``--spec JSON`` (the slice itself, as the workflow passes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from fmvae import config as cfg
+
+log = logging.getLogger("fmvae")
+
+
+def _spec(args, slicer) -> dict:
+    if args.spec:
+        return json.loads(args.spec)
+    if args.config:
+        return slicer(cfg.load_config(args.config), args.dataset)
+    raise SystemExit("give --config FILE or --spec JSON")
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", nargs="+", help="YAML config file(s), later ones override earlier ones")
+    group.add_argument("--spec", help="the command's config slice as JSON (what the workflow passes)")
+
+
+def cmd_validate(args) -> None:
+    config = cfg.load_config(args.config)
+    print(f"{', '.join(args.config)}: valid ({len(cfg.synthetic_names(config))} synthetic and "
+          f"{len(cfg.real_names(config))} real data sets)")
+    if args.show:
+        print(json.dumps(config, indent=2))
+
+
+def cmd_fit_surrogate(args) -> None:
+    from fmvae.data import groundtruth
+    from fmvae.data.simulate import save_surrogate
+    from fmvae.data.surrogate import fit_surrogate
+
+    spec = _spec(args, cfg.surrogate_spec)
+    gt = groundtruth.get(spec["dataset"])
+    seed = cfg.derive_seed(spec["seed"], spec["dataset"], "surrogate")
+    fit = fit_surrogate(gt, spec["params"], spec["fit"], seed)
+    log.info("%s: surrogate MSE %.3g (target %g) after %d round(s), %d Adam steps, %.1f s",
+             gt.name, fit.mse, spec["fit"]["mse_target"], fit.rounds, fit.steps, fit.seconds)
+    save_surrogate(args.out, gt, fit.model, {
+        "mse": fit.mse, "mse_target": spec["fit"]["mse_target"], "restart_mse": fit.restart_mse,
+        "rounds": fit.rounds, "adam_steps": fit.steps, "seed": seed, "config": cfg.to_json(spec)})
+
+
+def cmd_simulate(args) -> None:
+    from fmvae.data.simulate import write_synthetic
+
+    spec = _spec(args, cfg.synthetic_spec)
+    write_synthetic(args.out, spec, args.version, args.surrogate)
+    log.info("%s v%d: wrote %s", spec["dataset"], args.version, args.out)
+
+
+def cmd_download(args) -> None:
+    from fmvae.data.uci import fetch
+
+    fetch(_spec(args, cfg.real_spec), args.out)
+
+
+def cmd_prepare(args) -> None:
+    from fmvae.data.uci import write_real
+
+    spec = _spec(args, cfg.real_spec)
+    write_real(args.out, spec, args.raw, args.split)
+    log.info("%s split %d: wrote %s", spec["dataset"], args.split, args.out)
+
+
+def cmd_plot_data(args) -> None:
+    from fmvae.report import data_figures
+
+    data_figures.plot_dataset(args.data, args.out, json.loads(args.style), surrogate_path=args.surrogate)
+
+
+def cmd_plot_figure(args) -> None:
+    from fmvae.report import data_figures
+
+    data_figures.PAPER_FIGURES[args.number](args.out, json.loads(args.style), data=args.data or [],
+                                            surrogates=args.surrogate or [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmvae", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate-config", help="validate config file(s) and report problems")
+    p.add_argument("config", nargs="+")
+    p.add_argument("--show", action="store_true", help="print the config with defaults filled in")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("fit-surrogate", help="fit the surrogate ground-truth decoder of a synthetic set")
+    p.add_argument("dataset")
+    _add_source(p)
+    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.set_defaults(func=cmd_fit_surrogate)
+
+    p = sub.add_parser("simulate", help="simulate one version of a synthetic set")
+    p.add_argument("dataset")
+    p.add_argument("version", type=int)
+    _add_source(p)
+    p.add_argument("--surrogate", help="surrogate HDF5 (required for sets generated from one)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("download", help="download, extract and verify a real data file")
+    p.add_argument("dataset")
+    _add_source(p)
+    p.add_argument("--out", required=True, help="where the verified data file goes")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("prepare", help="split and standardise a real data set")
+    p.add_argument("dataset")
+    p.add_argument("split", type=int)
+    _add_source(p)
+    p.add_argument("--raw", required=True, help="the verified data file from 'download'")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("plot-data", help="figure of one data set (true density, f(z) coloured by z)")
+    p.add_argument("data", help="a data file (v0.h5 or split0.h5)")
+    p.add_argument("--surrogate", help="surrogate HDF5 of the set, if it has one")
+    p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_plot_data)
+
+    p = sub.add_parser("plot-figure", help="one of the paper's data-only figures (2, 3 or 4)")
+    p.add_argument("number", type=int, choices=[2, 3, 4])
+    p.add_argument("--data", nargs="*", help="data files the figure needs (Figure 4: figure8 and clusters v0)")
+    p.add_argument("--surrogate", nargs="*", help="their surrogate files, in the same order")
+    p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
+    p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
+    p.set_defaults(func=cmd_plot_figure)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    try:
+        args.func(args)
+    except (cfg.ConfigError,) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a clear message for the known failure kinds, a traceback otherwise
+        from fmvae.data.surrogate import SurrogateNotConverged
+        from fmvae.data.uci import DataSourceError
+
+        if isinstance(err, (DataSourceError, SurrogateNotConverged)):
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
+    log.info("%s done in %.1f s", args.command, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Configuration: loading, validation against the JSON Schema, defaults, and per-job slices.
+
+The schema is ``workflow/schemas/config.schema.yaml``; the Snakefile and the CLI both call
+:func:`validate_config`, so a bad key or value stops a run before any job starts, with a message
+naming the key and the allowed values. Jobs receive only their *slice* of the config (for example
+:func:`synthetic_spec`), so a change to one data set's settings reruns only what depends on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import jsonschema
+import numpy as np
+import yaml
+
+from fmvae.data import groundtruth
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration does not satisfy the schema; the message lists every problem."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def fill_defaults(instance, schema: dict):
+    """Insert schema defaults for missing keys, recursively (``properties``/``patternProperties``)."""
+    if not isinstance(instance, dict) or schema.get("type") not in (None, "object"):
+        return instance
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            fill_defaults(instance[key], sub)
+    for pattern_schema in schema.get("patternProperties", {}).values():
+        for key in instance:
+            if key not in schema.get("properties", {}):
+                fill_defaults(instance[key], pattern_schema)
+    return instance
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        patterns = list(error.schema.get("patternProperties", {}))
+        known = set(allowed)
+        unknown = sorted(k for k in error.instance if k not in known and not any(
+            re.search(p, k) for p in patterns))
+        allowed_text = ", ".join(allowed) if allowed else " | ".join(patterns)
+        return "; ".join(f"{where}.{k}: unknown key; allowed keys: {allowed_text}" if where != "(top level)"
+                         else f"{k}: unknown key; allowed keys: {allowed_text}" for k in unknown)
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
+    return f"{where}: {error.message}"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a copy of ``config`` with defaults filled in; raise :class:`ConfigError` if invalid."""
+    schema = schema or load_schema()
+    config = fill_defaults(copy.deepcopy(dict(config)), schema)
+    validator = jsonschema.Draft7Validator(schema)
+    problems = [_describe(e) for e in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))]
+    problems += _cross_checks(config) if not problems else []
+    if problems:
+        raise ConfigError(f"Invalid configuration ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
+                          + "\n".join(f"  - {p}" for p in problems))
+    return config
+
+
+def _cross_checks(config: dict) -> list[str]:
+    problems = []
+    real = config["data"]["real"]
+    for name, entry in real["datasets"].items():
+        if entry["source"] not in real["base_urls"]:
+            problems.append(f"data.real.datasets.{name}.source: {entry['source']!r} is not allowed; "
+                            f"allowed values: {', '.join(map(repr, real['base_urls']))} (keys of data.real.base_urls)")
+    linear = config["data"]["synthetic"].get("linear_cholesky")
+    if linear is not None:
+        sigma2 = linear.get("sigma2", groundtruth.get("linear_cholesky").sigma2)
+        if sigma2 <= linear["B"]:
+            problems.append(f"data.synthetic.linear_cholesky.sigma2: {sigma2} must exceed B = {linear['B']} "
+                            "(eq. 6 adds noise of variance σ² − B)")
+    return problems
+
+
+def load_config(paths: str | Path | Iterable[str | Path], overrides: dict | None = None) -> dict:
+    """Load one or more YAML files (later ones update earlier ones, deeply), then validate."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    merged: dict = {}
+    for path in paths:
+        with open(path) as f:
+            deep_update(merged, yaml.safe_load(f) or {})
+    deep_update(merged, overrides or {})
+    return validate_config(merged)
+
+
+def deep_update(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def derive_seed(base: int, *keys) -> int:
+    """A stable 32-bit seed from the base seed and names/indices (independent of Python's hash)."""
+    words = [int(base)] + [zlib.crc32(str(k).encode()) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def synthetic_names(config: dict) -> list[str]:
+    return list(config["data"]["synthetic"])
+
+
+def real_names(config: dict) -> list[str]:
+    return list(config["data"]["real"]["datasets"])
+
+
+def synthetic_spec(config: dict, name: str) -> dict:
+    """Everything that determines the files of synthetic set ``name``: sizes, σ², f's parameters."""
+    data = config["data"]
+    entry = data["synthetic"][name]
+    gt = groundtruth.get(name)
+    params = {k: entry[k] for k in gt.params if k in entry}
+    spec = {
+        "dataset": name,
+        "seed": config["seed"],
+        "versions": entry.get("versions", data["versions"]),
+        "n_train": entry.get("n_train", data["n_train"]),
+        "n_val": entry.get("n_val", data["n_val"]),
+        "n_test": entry.get("n_test", data["n_test"]),
+        "sigma2": entry.get("sigma2", gt.sigma2),
+        "params": {**gt.params, **params},
+    }
+    if gt.label:
+        spec["label_fraction"] = data["label_fraction"]
+    return spec
+
+
+def surrogate_spec(config: dict, name: str) -> dict:
+    """Everything that determines the surrogate of ``name`` (not the sizes or σ²)."""
+    return {"dataset": name, "seed": config["seed"],
+            "params": synthetic_spec(config, name)["params"], "fit": config["data"]["surrogate"]}
+
+
+def real_spec(config: dict, name: str) -> dict:
+    real = config["data"]["real"]
+    entry = real["datasets"][name]
+    return {
+        "dataset": name,
+        "seed": config["seed"],
+        "splits": real["splits"],
+        "label_fraction": real["label_fraction"],
+        "standardize": real["standardize"],
+        "url": real["base_urls"][entry["source"]].rstrip("/") + "/" + entry["archive"].lstrip("/"),
+        "member": entry["member"],
+        "sha256": entry["sha256"],
+        "format": entry["format"],
+        "timeout_s": real["timeout_s"],
+    }
+
+
+def to_json(spec: dict) -> str:
+    """Canonical JSON (sorted keys), as stored in file attributes and passed to the CLI."""
+    return json.dumps(spec, sort_keys=True)

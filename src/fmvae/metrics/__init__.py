@@ -1,0 +1,1 @@
+"""Metrics: quadrature posteriors and densities (more in later modules)."""

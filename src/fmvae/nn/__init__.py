@@ -1,0 +1,5 @@
+"""Batched networks: one set of stacked weights holding M independent models."""
+
+from fmvae.nn.batched import BatchedMLP
+
+__all__ = ["BatchedMLP"]

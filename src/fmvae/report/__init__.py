@@ -1,0 +1,1 @@
+"""Tables and figures, reading only HDF5 results."""

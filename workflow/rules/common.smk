@@ -1,0 +1,73 @@
+# Helpers only: config validation, the config slices each job receives, and target lists.
+
+import shlex
+import shutil
+
+from fmvae import config as cfg
+from fmvae.data import groundtruth
+
+# Validate before any job starts; defaults from workflow/schemas/config.schema.yaml fill the rest.
+try:
+    _validated = cfg.validate_config(config)
+except cfg.ConfigError as err:
+    raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_validated)
+
+if shutil.which("fmvae") is None:
+    raise WorkflowError(
+        "the 'fmvae' command is not on PATH: activate the project's environment "
+        "(. .venv/bin/activate) or install it (pip install -c constraints.txt -e .)"
+    )
+
+SYNTHETIC = cfg.synthetic_names(config)
+REAL = cfg.real_names(config)
+WITH_SURROGATE = [name for name in SYNTHETIC if groundtruth.get(name).surrogate]
+
+
+wildcard_constraints:
+    dataset="|".join(SYNTHETIC + REAL) or "none",
+    version=r"\d+",
+    split=r"\d+",
+
+
+def as_arg(spec):
+    """A config slice as one shell-quoted JSON argument (params compare it by value)."""
+    return shlex.quote(cfg.to_json(spec))
+
+
+def synthetic_data_files():
+    return [
+        f"results/data/{name}/v{version}.h5"
+        for name in SYNTHETIC
+        for version in range(cfg.synthetic_spec(config, name)["versions"])
+    ]
+
+
+def real_data_files():
+    return [
+        f"results/data/{name}/split{split}.h5"
+        for name in REAL
+        for split in range(config["data"]["real"]["splits"])
+    ]
+
+
+def surrogate_file(name):
+    return f"results/surrogates/{name}.h5" if name in WITH_SURROGATE else []
+
+
+def first_data_file(name):
+    return f"results/data/{name}/v0.h5" if name in SYNTHETIC else f"results/data/{name}/split0.h5"
+
+
+def data_figure_files():
+    return [f"results/figures/data/{name}.png" for name in SYNTHETIC + REAL]
+
+
+def paper_data_figure_files():
+    numbers = [2, 3] + ([4] if {"figure8", "clusters"} <= set(SYNTHETIC) else [])
+    return [f"results/figures/figure{n}.{ext}" for n in numbers for ext in ("png", "pdf")]
+
+
+def figure_style():
+    return as_arg(config["figures"])

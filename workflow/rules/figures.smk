@@ -1,0 +1,63 @@
+# Figures that need only the data: one per data set, and the paper's Figures 2, 3 and 4.
+
+
+localrules:
+    plot_data,
+    figure2,
+    figure3,
+    figure4,
+
+
+rule plot_data:
+    input:
+        data=lambda w: first_data_file(w.dataset),
+        surrogate=lambda w: surrogate_file(w.dataset),
+    output:
+        "results/figures/data/{dataset}.png",
+    params:
+        style=figure_style(),
+        surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
+    log:
+        "results/logs/plot_data/{dataset}.log",
+    shell:
+        "fmvae plot-data {input.data} {params.surrogate} --style {params.style} --out {output} > {log} 2>&1"
+
+
+rule figure2:
+    output:
+        png="results/figures/figure2.png",
+        pdf="results/figures/figure2.pdf",
+    params:
+        style=figure_style(),
+    log:
+        "results/logs/figures/figure2.log",
+    shell:
+        "fmvae plot-figure 2 --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"
+
+
+rule figure3:
+    output:
+        png="results/figures/figure3.png",
+        pdf="results/figures/figure3.pdf",
+    params:
+        style=figure_style(),
+    log:
+        "results/logs/figures/figure3.log",
+    shell:
+        "fmvae plot-figure 3 --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"
+
+
+rule figure4:
+    input:
+        data=["results/data/figure8/v0.h5", "results/data/clusters/v0.h5"],
+        surrogates=["results/surrogates/figure8.h5", "results/surrogates/clusters.h5"],
+    output:
+        png="results/figures/figure4.png",
+        pdf="results/figures/figure4.pdf",
+    params:
+        style=figure_style(),
+    log:
+        "results/logs/figures/figure4.log",
+    shell:
+        "fmvae plot-figure 4 --data {input.data} --surrogate {input.surrogates} --style {params.style} "
+        "--out {output.png} {output.pdf} > {log} 2>&1"

@@ -59,17 +59,25 @@ def _steps(u: np.ndarray, height: float) -> np.ndarray:
     return height * np.tanh(10 * u - 20 * k - 10) + 2 * height * k + height
 
 
+def clusters_angle(z) -> np.ndarray:
+    """G.4's t(u(z)) with u = 2π/(1 + e^{−πz/2}): plateaus at t ≈ 0, 4, 8, 12."""
+    return _steps(2 * np.pi / (1 + np.exp(-0.5 * np.pi * _z1(z))), 2.0)
+
+
 def clusters(z, y=None):
-    """G.4 (eq. 36): a smoothed step function embedded on the circle (plateaus t ≈ 0, 4, 8, 12)."""
-    u = 2 * np.pi / (1 + np.exp(-0.5 * np.pi * _z1(z)))
-    t = _steps(u, 2.0)
+    """G.4 (eq. 36): a smoothed step function embedded on the circle, (cos t, sin t)."""
+    t = clusters_angle(z)
     return np.stack([np.cos(t), np.sin(t)], axis=1)
 
 
+def spiral_angle(z) -> np.ndarray:
+    """G.5's t(u(z)) with u = 4π/(1 + e^{−πz/2}): plateaus at t ≈ 0, 2, ..., 12."""
+    return _steps(4 * np.pi / (1 + np.exp(-0.5 * np.pi * _z1(z))), 1.0)
+
+
 def spiral_dots(z, y=None):
-    """G.5 (eq. 37): a smoothed step function embedded on a spiral (plateaus t ≈ 0, 2, ..., 12)."""
-    u = 4 * np.pi / (1 + np.exp(-0.5 * np.pi * _z1(z)))
-    t = _steps(u, 1.0)
+    """G.5 (eq. 37): a smoothed step function embedded on a spiral, (t cos t, t sin t)."""
+    t = spiral_angle(z)
     return np.stack([t * np.cos(t), t * np.sin(t)], axis=1)
 
 

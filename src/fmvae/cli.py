@@ -52,7 +52,8 @@ def cmd_fit_surrogate(args) -> None:
     log.info("%s: surrogate MSE %.3g (target %g) after %d round(s), %d Adam steps, %.1f s",
              gt.name, fit.mse, spec["fit"]["mse_target"], fit.rounds, fit.steps, fit.seconds)
     save_surrogate(args.out, gt, fit.model, {
-        "mse": fit.mse, "mse_target": spec["fit"]["mse_target"], "restart_mse": fit.restart_mse,
+        "mse": fit.mse, "mse_target": spec["fit"]["mse_target"], "mse_target_met": fit.mse < spec["fit"]["mse_target"],
+        "restart_mse": fit.restart_mse,
         "rounds": fit.rounds, "adam_steps": fit.steps, "seed": seed, "config": cfg.to_json(spec)})
 
 

@@ -20,6 +20,9 @@ if shutil.which("fmvae") is None:
         "(. .venv/bin/activate) or install it (pip install -c constraints.txt -e .)"
     )
 
+# The software environment of every rule (for --sdm conda); relative to this rules folder.
+ENV = "../../environment.yml"
+
 SYNTHETIC = cfg.synthetic_names(config)
 REAL = cfg.real_names(config)
 WITH_SURROGATE = [name for name in SYNTHETIC if groundtruth.get(name).surrogate]

@@ -10,6 +10,8 @@ rule fit_surrogate:
         "results/surrogates/{dataset}.h5",
     params:
         spec=lambda w: as_arg(cfg.surrogate_spec(config, w.dataset)),
+    conda:
+        ENV
     log:
         "results/logs/fit_surrogate/{dataset}.log",
     benchmark:
@@ -28,6 +30,8 @@ rule simulate_dataset:
         spec=lambda w: as_arg(cfg.synthetic_spec(config, w.dataset)),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
     threads: 1
+    conda:
+        ENV
     log:
         "results/logs/simulate_dataset/{dataset}/v{version}.log",
     shell:
@@ -40,6 +44,8 @@ rule download_uci:
         "results/raw/{dataset}/{member}",
     params:
         spec=lambda w: as_arg(cfg.real_spec(config, w.dataset)),
+    conda:
+        ENV
     log:
         "results/logs/download_uci/{dataset}/{member}.log",
     shell:
@@ -53,6 +59,8 @@ rule prepare_uci:
         "results/data/{dataset}/split{split}.h5",
     params:
         spec=lambda w: as_arg(cfg.real_spec(config, w.dataset)),
+    conda:
+        ENV
     log:
         "results/logs/prepare_uci/{dataset}/split{split}.log",
     shell:

@@ -17,6 +17,8 @@ rule plot_data:
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
+    conda:
+        ENV
     log:
         "results/logs/plot_data/{dataset}.log",
     shell:
@@ -29,6 +31,8 @@ rule figure2:
         pdf="results/figures/figure2.pdf",
     params:
         style=figure_style(),
+    conda:
+        ENV
     log:
         "results/logs/figures/figure2.log",
     shell:
@@ -41,6 +45,8 @@ rule figure3:
         pdf="results/figures/figure3.pdf",
     params:
         style=figure_style(),
+    conda:
+        ENV
     log:
         "results/logs/figures/figure3.log",
     shell:
@@ -56,6 +62,8 @@ rule figure4:
         pdf="results/figures/figure4.pdf",
     params:
         style=figure_style(),
+    conda:
+        ENV
     log:
         "results/logs/figures/figure4.log",
     shell:

@@ -69,39 +69,22 @@ def test_fetch_accepts_the_data_file_itself(tmp_path, served):
     assert out.read_bytes() == data
 
 
-def _assert_clear_error(err, spec, out):
+@pytest.mark.parametrize("archive,problem,offline", [
+    ("corrupt.zip", "SHA-256 mismatch", False),
+    ("nowhere.zip", "download failed.*404", False),
+    ("archive.zip", "download failed", True),  # nothing listens on port 9
+])
+def test_bad_source_is_a_clear_error_and_writes_nothing(tmp_path, served, archive, problem, offline):
+    base, data = served
+    spec = spec_for("http://127.0.0.1:9" if offline else base, archive, "features.arff", data)
+    out = tmp_path / "raw" / "features.arff"
+    with pytest.raises(uci.DataSourceError, match=problem) as err:
+        uci.fetch(spec, out)
     message = str(err.value)
     assert spec["url"] in message and spec["sha256"] in message and str(out) in message
     assert "place it by hand" in message
     assert not out.exists()
     assert not out.parent.exists() or not any(out.parent.iterdir())  # no partial or temporary file
-
-
-def test_checksum_mismatch_is_a_clear_error_and_writes_nothing(tmp_path, served):
-    base, data = served
-    spec = spec_for(base, "corrupt.zip", "features.arff", data)
-    out = tmp_path / "raw" / "features.arff"
-    with pytest.raises(uci.DataSourceError, match="SHA-256 mismatch") as err:
-        uci.fetch(spec, out)
-    _assert_clear_error(err, spec, out)
-
-
-def test_missing_file_is_a_clear_error(tmp_path, served):
-    base, data = served
-    spec = spec_for(base, "nowhere.zip", "features.arff", data)
-    out = tmp_path / "raw" / "features.arff"
-    with pytest.raises(uci.DataSourceError, match="download failed.*404") as err:
-        uci.fetch(spec, out)
-    _assert_clear_error(err, spec, out)
-
-
-def test_offline_is_a_clear_error(tmp_path):
-    data = ARFF.encode()
-    spec = spec_for("http://127.0.0.1:9", "archive.zip", "features.arff", data)  # nothing listens on port 9
-    out = tmp_path / "raw" / "features.arff"
-    with pytest.raises(uci.DataSourceError, match="download failed") as err:
-        uci.fetch(spec, out)
-    _assert_clear_error(err, spec, out)
 
 
 def test_member_absent_from_archive(tmp_path, served):

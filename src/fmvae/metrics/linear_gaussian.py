@@ -27,7 +27,8 @@ def objective_terms(A, sigma2: float = 0.01, B: float = 0.006, A_true=LINEAR_A_G
     L = linear_cholesky_matrix(A, B)
     d = L.shape[0]
     psi = (sigma2 - B) * np.eye(d)
-    cov_true = linear_cholesky_matrix(A_true, B) @ linear_cholesky_matrix(A_true, B).T + psi
+    L_true = linear_cholesky_matrix(A_true, B)
+    cov_true = L_true @ L_true.T + psi
     mleo = _gaussian_kl(cov_true, L @ L.T + psi)
     precision = np.eye(d) + L.T @ np.linalg.solve(psi, L)
     pmo = 0.5 * (np.log(np.diag(precision)).sum() - np.linalg.slogdet(precision)[1])

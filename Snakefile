@@ -13,6 +13,8 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -23,3 +25,4 @@ rule all:
         real_data_files(),
         data_figure_files(),
         paper_data_figure_files(),
+        table_files(),

@@ -92,6 +92,31 @@ def cmd_plot_figure(args) -> None:
                                             surrogates=args.surrogate or [])
 
 
+def cmd_fit_gt_encoder(args) -> None:
+    from fmvae.train.protocol import fit_gt_encoder
+
+    fit_gt_encoder(json.loads(args.spec), args.data, args.version, args.surrogate, args.out)
+
+
+def cmd_train(args) -> None:
+    from fmvae.train.protocol import train_part
+
+    train_part(json.loads(args.spec), args.data, args.version, args.part, args.out,
+               surrogate_path=args.surrogate, gt_encoder_path=args.gt_encoder)
+
+
+def cmd_evaluate(args) -> None:
+    from fmvae.evaluation import evaluate
+
+    evaluate(json.loads(args.spec), args.data, args.version, args.runs, args.out)
+
+
+def cmd_table(args) -> None:
+    from fmvae.report import tables
+
+    tables.write_table(args.name, args.evaluations, args.out_csv, args.out_md)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmvae", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -145,6 +170,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
     p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
     p.set_defaults(func=cmd_plot_figure)
+    p = sub.add_parser("fit-gt-encoder", help="fit φ_GT: encoders trained with the decoder frozen at θ_GT")
+    p.add_argument("dataset")
+    p.add_argument("version", type=int)
+    p.add_argument("--spec", required=True, help="the gt-encoder config slice as JSON")
+    p.add_argument("--data", required=True)
+    p.add_argument("--surrogate", help="surrogate HDF5 (not needed for eq. 6)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_fit_gt_encoder)
+
+    p = sub.add_parser("train", help="train one part of an (experiment, data set, version, method) as one batch")
+    p.add_argument("--spec", required=True, help="the experiment slice as JSON (fmvae.config.experiment_spec)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--part", type=int, default=0)
+    p.add_argument("--surrogate", help="surrogate HDF5 (ground-truth restarts)")
+    p.add_argument("--gt-encoder", help="φ_GT HDF5 (ground-truth restarts)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="select the restart and grid point, evaluate on the test split")
+    p.add_argument("--spec", required=True, help="the evaluation slice as JSON (fmvae.config.evaluation_spec)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--runs", nargs="+", required=True, help="every training part of this method")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("table", help="aggregate evaluation files into one of the paper's tables")
+    p.add_argument("name", help="table2, sec8 or sec5")
+    p.add_argument("--evaluations", nargs="*", default=[])
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_table)
     return parser
 
 

@@ -9,6 +9,7 @@ naming the key and the allowed values. Jobs receive only their *slice* of the co
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import zlib
@@ -35,7 +36,8 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 
 def fill_defaults(instance, schema: dict):
-    """Insert schema defaults for missing keys, recursively (``properties``/``patternProperties``)."""
+    """Insert schema defaults for missing keys, recursively (``properties``, ``patternProperties``
+    and object-valued ``additionalProperties``)."""
     if not isinstance(instance, dict) or schema.get("type") not in (None, "object"):
         return instance
     for key, sub in schema.get("properties", {}).items():
@@ -47,6 +49,11 @@ def fill_defaults(instance, schema: dict):
         for key in instance:
             if key not in schema.get("properties", {}):
                 fill_defaults(instance[key], pattern_schema)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and extra.get("type") == "object":
+        for key in instance:
+            if key not in schema.get("properties", {}):
+                fill_defaults(instance[key], extra)
     return instance
 
 
@@ -92,6 +99,35 @@ def _cross_checks(config: dict) -> list[str]:
         if sigma2 <= linear["B"]:
             problems.append(f"data.synthetic.linear_cholesky.sigma2: {sigma2} must exceed B = {linear['B']} "
                             "(eq. 6 adds noise of variance σ² − B)")
+    problems += _experiment_checks(config)
+    return problems
+
+
+def _experiment_checks(config: dict) -> list[str]:
+    from fmvae import methods
+
+    problems = []
+    synthetic = list(config["data"]["synthetic"])
+    for name, entry in config.get("experiments", {}).items():
+        where = f"experiments.{name}"
+        for dataset in entry["datasets"]:
+            if dataset not in synthetic:
+                problems.append(f"{where}.datasets: {dataset!r} is not allowed; allowed values: "
+                                f"{', '.join(map(repr, synthetic))} (keys of data.synthetic)")
+        for method, grid in entry["methods"].items():
+            if method not in methods.METHODS:
+                problems.append(f"{where}.methods.{method}: unknown method; allowed: {', '.join(methods.METHODS)}")
+                continue
+            expected = set(methods.METHODS[method].hyper)
+            if set(grid) != expected:
+                problems.append(f"{where}.methods.{method}: hyper-parameters {sorted(grid)} given; "
+                                f"{method} needs exactly {sorted(expected) or 'none'}")
+            for key in ("S", "R"):
+                if any(v != int(v) for v in grid.get(key, [])):
+                    problems.append(f"{where}.methods.{method}.{key}: must be whole numbers")
+        restarts = {**config["training"]["restarts"], **entry.get("restarts", {})}
+        if restarts["ground_truth"] + restarts["random"] < 1:
+            problems.append(f"{where}.restarts: needs at least one restart")
     return problems
 
 
@@ -177,3 +213,44 @@ def real_spec(config: dict, name: str) -> dict:
 def to_json(spec: dict) -> str:
     """Canonical JSON (sorted keys), as stored in file attributes and passed to the CLI."""
     return json.dumps(spec, sort_keys=True)
+
+
+def experiment_names(config: dict) -> list[str]:
+    return list(config.get("experiments", {}))
+
+
+def experiment_spec(config: dict, experiment: str, dataset: str, method: str) -> dict:
+    """Everything that determines the training of one (experiment, data set, method): the grid,
+    restarts, σ² treatment and the trainer's settings. Changing another method's grid or a plot
+    option leaves this slice, and so these jobs, untouched."""
+    entry = config["experiments"][experiment]
+    training = config["training"]
+    restarts = {**training["restarts"], **entry.get("restarts", {})}
+    grid_axes = entry["methods"][method]
+    names = sorted(grid_axes)
+    grid = [dict(zip(names, values)) for values in itertools.product(*(grid_axes[n] for n in names))] or [{}]
+    return {
+        "experiment": experiment, "dataset": dataset, "method": method, "seed": config["seed"],
+        "grid": grid, "restarts": restarts, "sigma2": entry["sigma2"], "selection": entry["selection"],
+        "training": {**{k: training[k] for k in ("device", "hidden", "negative_slope", "batch_size", "lr",
+                                                   "sigma2_init_random", "checkpoint_every_s", "log_every_epochs")},
+                     "epochs": entry.get("epochs", training["epochs"]), **training["lin"]},
+        "models_per_job": training["models_per_job"],
+    }
+
+
+def gt_encoder_spec(config: dict, dataset: str) -> dict:
+    training = config["training"]
+    return {"dataset": dataset, "seed": config["seed"], "restarts": training["gt_encoder"]["restarts"],
+            "training": {**{k: training[k] for k in ("device", "hidden", "negative_slope", "batch_size", "lr",
+                                                       "checkpoint_every_s", "log_every_epochs")},
+                         "epochs": training["gt_encoder"]["epochs"]}}
+
+
+def experiment_versions(config: dict, experiment: str, dataset: str) -> int:
+    available = synthetic_spec(config, dataset)["versions"]
+    return min(available, config["experiments"][experiment].get("versions", available))
+
+
+def evaluation_spec(config: dict, experiment: str, dataset: str, method: str) -> dict:
+    return {**experiment_spec(config, experiment, dataset, method), "evaluation": config["evaluation"]}

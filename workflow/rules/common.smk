@@ -74,3 +74,48 @@ def paper_data_figure_files():
 
 def figure_style():
     return as_arg(config["figures"])
+
+
+# Training and evaluation targets ---------------------------------------------------------------
+
+from fmvae import methods as registered_methods
+from fmvae.report.tables import TABLES
+from fmvae.train.protocol import part_count
+
+EXPERIMENTS = cfg.experiment_names(config)
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS) or "none",
+    method="|".join(registered_methods.METHODS),
+    part=r"\d+",
+
+
+def experiment_jobs(experiment):
+    """(dataset, version, method) of every evaluation of one experiment."""
+    entry = config["experiments"][experiment]
+    return [(d, v, m) for d in entry["datasets"] for v in range(cfg.experiment_versions(config, experiment, d))
+            for m in entry["methods"]]
+
+
+def run_files(w):
+    spec = cfg.experiment_spec(config, w.experiment, w.dataset, w.method)
+    return [f"results/runs/{w.experiment}/{w.dataset}/v{w.version}/{w.method}/part{p}.h5"
+            for p in range(part_count(spec, int(w.version)))]
+
+
+def needs_ground_truth(w):
+    return cfg.experiment_spec(config, w.experiment, w.dataset, w.method)["restarts"]["ground_truth"] > 0
+
+
+def evaluation_files(experiment):
+    return [f"results/evaluation/{experiment}/{d}/v{v}/{m}.h5" for d, v, m in experiment_jobs(experiment)]
+
+
+def table_names():
+    """Tables whose experiments are all configured."""
+    return [name for name, rules in TABLES.items() if all(r.experiment in EXPERIMENTS for r in rules)]
+
+
+def table_files():
+    return [f"results/tables/{name}.{ext}" for name in table_names() for ext in ("csv", "md")]

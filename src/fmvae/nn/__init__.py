@@ -1,5 +1,6 @@
 """Batched networks: one set of stacked weights holding M independent models."""
 
 from fmvae.nn.batched import BatchedMLP
+from fmvae.nn.vae import BatchedVAE
 
-__all__ = ["BatchedMLP"]
+__all__ = ["BatchedMLP", "BatchedVAE"]

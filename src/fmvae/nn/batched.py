@@ -16,7 +16,11 @@ from torch import nn
 
 
 class BatchedMLP(nn.Module):
-    """M leaky-ReLU MLPs with layer sizes ``sizes`` (input, hidden..., output)."""
+    """M leaky-ReLU MLPs with layer sizes ``sizes`` (input, hidden..., output).
+
+    With ``seeds`` (one per model) each model's initial weights come from its own random stream,
+    so a model starts the same whichever other models share its stack.
+    """
 
     def __init__(
         self,
@@ -24,6 +28,7 @@ class BatchedMLP(nn.Module):
         sizes: Sequence[int],
         negative_slope: float = 0.01,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
     ):
         super().__init__()
         if n_models < 1 or len(sizes) < 2:
@@ -31,15 +36,22 @@ class BatchedMLP(nn.Module):
         self.n_models = n_models
         self.sizes = tuple(int(s) for s in sizes)
         self.negative_slope = float(negative_slope)
+        if seeds is not None and len(seeds) != n_models:
+            raise ValueError(f"need one seed per model, got {len(seeds)} for {n_models}")
+        generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if seeds is not None
+                      else [generator])
+        per_draw = n_models if seeds is None else 1
+        shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
+        # PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+        draws = [[((torch.rand(per_draw, fan_in, fan_out, generator=g) * 2 - 1),
+                   (torch.rand(per_draw, 1, fan_out, generator=g) * 2 - 1))
+                  for fan_in, fan_out in shapes] for g in generators]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            # PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+        for layer, (fan_in, _) in enumerate(shapes):
             bound = 1.0 / math.sqrt(fan_in)
-            w = (torch.rand(n_models, fan_in, fan_out, generator=generator) * 2 - 1) * bound
-            b = (torch.rand(n_models, 1, fan_out, generator=generator) * 2 - 1) * bound
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(b))
+            self.weights.append(nn.Parameter(torch.cat([d[layer][0] for d in draws]) * bound))
+            self.biases.append(nn.Parameter(torch.cat([d[layer][1] for d in draws]) * bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (M, N, sizes[0]) to (M, N, sizes[-1]); a (N, sizes[0]) input is shared by all models."""
@@ -67,6 +79,13 @@ class BatchedMLP(nn.Module):
             for i, (w, b) in enumerate(zip(self.weights, self.biases)):
                 w.copy_(torch.as_tensor(arrays[f"W{i}"]))
                 b.copy_(torch.as_tensor(arrays[f"b{i}"]))
+
+    def set_models(self, indices, arrays: dict) -> None:
+        """Overwrite models ``indices`` with one model's arrays (``W{i}`` of shape (fan_in, fan_out))."""
+        with torch.no_grad():
+            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+                w[indices] = torch.as_tensor(arrays[f"W{i}"], dtype=w.dtype).reshape(w.shape[1:])
+                b[indices] = torch.as_tensor(arrays[f"b{i}"], dtype=b.dtype).reshape(b.shape[1:])
 
     def select(self, index: int) -> "BatchedMLP":
         """A one-model stack holding a copy of model ``index``."""

@@ -1,0 +1,190 @@
+"""Selection and evaluation of trained models (METHODS §3–4).
+
+For one (experiment, data set, version, method): read every training part, keep per grid point the
+restart with the best validation objective (diverged restarts excluded), pick the grid point by the
+experiment's criterion (validation objective, or the smallest smooth-kNN statistic against the
+validation data), and evaluate the chosen model on the test split. The evaluation file holds the
+selection, the metrics and the chosen model's parameters; tables and figures read only these files.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h5py
+import numpy as np
+import torch
+
+from fmvae import methods, store
+from fmvae.config import derive_seed, to_json
+from fmvae.data.groundtruth import LINEAR_A_GT
+from fmvae.metrics import linear_gaussian
+from fmvae.metrics.quadrature import latent_grid, log_marginal
+from fmvae.metrics.smooth_knn import smooth_knn_statistic
+from fmvae.nn import BatchedVAE
+from fmvae.train.loop import evaluate_objective
+from fmvae.train.protocol import DataSet, build_model, pick_device
+
+log = logging.getLogger(__name__)
+
+
+def read_parts(paths) -> dict:
+    """Per-model records and parameters of all training parts, concatenated in plan order."""
+    models, arrays = [], {}
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            attrs = store.read_attrs(f)
+            models += attrs["models"]
+            for key in ("curve", "diverged", "val_objective", "val_elbo", "aggressive_epochs"):
+                arrays.setdefault(key, []).append(f[key][()])
+            f["params"].visititems(lambda name, obj: arrays.setdefault(f"params/{name}", []).append(obj[()])
+                                   if isinstance(obj, h5py.Dataset) else None)
+    return {"models": models, **{k: np.concatenate(v) for k, v in arrays.items()}}
+
+
+def load_models(data: DataSet, spec: dict, runs: dict, indices, device) -> BatchedVAE:
+    """A stack holding the models ``indices`` of ``runs`` with their trained parameters."""
+    plan = [{**runs["models"][i], "init": "random"} for i in indices]
+    model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", None, None, torch.device("cpu"))
+    model.load_arrays({k[len("params/"):]: torch.as_tensor(v[list(indices)])
+                       for k, v in runs.items() if k.startswith("params/")})
+    return model.to(device)
+
+
+def sample_x(model: BatchedVAE, n: int, generator: torch.Generator) -> torch.Tensor:
+    """x ~ p_θ(x) for every model: z ~ N(0, I), x = f_θ(z) + σ ε. Shape (M, n, D)."""
+    m = model.n_models
+    z = torch.randn(m, n, model.latent_dim, generator=generator).to(model.log_sigma2.device)
+    eps = torch.randn(m, n, model.data_dim, generator=generator).to(model.log_sigma2.device)
+    with torch.no_grad():
+        return model.decode(z) + torch.exp(0.5 * model.log_sigma2)[:, None, :] * eps
+
+
+def smooth_knn_px(model: BatchedVAE, x_ref: torch.Tensor, settings: dict, seed: int) -> np.ndarray:
+    """Smooth-kNN statistic of model samples against ``x_ref``, averaged over repeated draws; (M,)."""
+    generator = torch.Generator().manual_seed(seed)
+    values = np.zeros(model.n_models)
+    for _ in range(settings["draws"]):
+        samples = sample_x(model, settings["model_samples"], generator).cpu()
+        values += [smooth_knn_statistic(samples[i], x_ref.cpu(), settings["alpha"], settings["k"])
+                   for i in range(model.n_models)]
+    return values / settings["draws"]
+
+
+def refit_sigma2(model: BatchedVAE, x: torch.Tensor, draws: int, seed: int, chunk: int = 500) -> np.ndarray:
+    """Closed-form ELBO-optimal σ² for fixed θ, φ (eqs. 30–31): σ_d² = mean_n E_q[(x_nd − f_d(z))²],
+    with ``draws`` samples of q per point. Shape (M, D)."""
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros(model.n_models, model.data_dim, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], chunk):
+            xb = x[start:start + chunk].expand(model.n_models, -1, -1)
+            mean, log_var = model.encode(xb)
+            eps = torch.randn(model.n_models, xb.shape[1], draws, model.latent_dim, generator=generator).to(x.device)
+            z = mean[:, :, None] + torch.exp(0.5 * log_var)[:, :, None] * eps
+            fz = model.decode(z.flatten(1, 2)).view(model.n_models, xb.shape[1], draws, -1)
+            total += ((xb[:, :, None] - fz) ** 2).mean(2).sum(1).double().cpu()
+    return (total / x.shape[0]).numpy()
+
+
+def quadrature_loglik(model: BatchedVAE, x: torch.Tensor, data: DataSet, grid_points: int = 4001) -> float:
+    """Exact mean log p_θ(x) for a 1-D latent by quadrature (model 0 of the stack)."""
+    grid = latent_grid(data.gt, grid_points)
+    with torch.no_grad():
+        fz = model.decode(torch.as_tensor(grid.z, dtype=torch.float32)[None].to(x.device))[0].double().cpu().numpy()
+    sigma2 = torch.exp(model.log_sigma2[0]).detach().double().cpu().numpy()
+    return float(log_marginal(x.cpu().numpy().astype(np.float64), fz, grid.log_w, sigma2).mean())
+
+
+def select(runs: dict, spec: dict, data: DataSet, device, seed: int) -> tuple[int, list[dict]]:
+    """Best restart per grid point by validation objective, then the grid point by the criterion."""
+    val = np.where(runs["diverged"], -np.inf, runs["val_objective"])
+    candidates = []
+    for slug in dict.fromkeys(m["slug"] for m in runs["models"]):
+        members = [i for i, m in enumerate(runs["models"]) if m["slug"] == slug]
+        best = max(members, key=lambda i: val[i])
+        candidates.append({"slug": slug, "index": best, "restart": runs["models"][best]["restart"],
+                           "init": runs["models"][best]["init"], "val_objective": float(val[best]),
+                           "diverged_restarts": int(runs["diverged"][members].sum())})
+    usable = [c for c in candidates if np.isfinite(c["val_objective"])]
+    if not usable:
+        raise RuntimeError(f"{data.name}: every restart of every grid point diverged; nothing to evaluate")
+    if spec["selection"] == "smooth_knn" and len(usable) > 1:
+        model = load_models(data, spec, runs, [c["index"] for c in usable], device)
+        scores = smooth_knn_px(model, data.x["val"], spec["evaluation"]["smooth_knn"], seed)
+        for c, score in zip(usable, scores):
+            c["val_smooth_knn"] = float(score)
+        chosen = min(usable, key=lambda c: c["val_smooth_knn"])
+    else:
+        chosen = max(usable, key=lambda c: c["val_objective"])
+    return chosen["index"], candidates
+
+
+def evaluate(spec: dict, data_path, version: int, run_paths, out) -> dict:
+    data = DataSet(data_path)
+    device = pick_device(spec["training"]["device"])
+    settings = spec["evaluation"]
+    seed = derive_seed(spec["seed"], spec["experiment"], data.name, version, spec["method"], "evaluate")
+    runs = read_parts(run_paths)
+    index, candidates = select(runs, spec, data, device, seed)
+    chosen = runs["models"][index]
+    method = methods.get(spec["method"])
+    model = load_models(data, spec, runs, [index], device)
+    hyper = {k: np.array([chosen["hyper"][k]]) for k in method.hyper}
+    x_test, x_train = data.x["test"].to(device), data.x["train"].to(device)
+    test_elbo = float(evaluate_objective(model, methods.get("vae"), {}, x_test, seeds=[seed])[0])
+    metrics = {
+        "smooth_knn_px": float(smooth_knn_px(model, data.x["test"], settings["smooth_knn"], seed + 1)[0]),
+        "test_neg_elbo": -test_elbo,
+        "test_neg_objective": -float(evaluate_objective(model, method, hyper, x_test, seeds=[seed + 2])[0]),
+        "test_loglik_is": float(evaluate_objective(model, methods.get("iwae"), {"S": np.array([settings["loglik_samples"]])},
+                                                   x_test, seeds=[seed + 3], chunk=200)[0]),
+        "sigma2": float(torch.exp(model.log_sigma2[0].detach()).mean()),
+        "sigma2_refit": float(refit_sigma2(model, x_train, settings["sigma2_refit_draws"], seed + 4)[0].mean()),
+    }
+    if data.gt.latent_dim == 1:
+        metrics["test_loglik_quadrature"] = quadrature_loglik(model, x_test, data)
+    if data.decoder[0] == "linear_cholesky":
+        A = model.decoder.A[0].detach().cpu().double().numpy()
+        B = data.decoder[1]["B"]
+        sigma2_total = data.noise_variance + B
+        cov_true = linear_gaussian.linear_cholesky_matrix(LINEAR_A_GT, B)
+        cov_true = cov_true @ cov_true.T + data.noise_variance * np.eye(2)
+        entropy = 0.5 * np.linalg.slogdet(2 * np.pi * np.e * cov_true)[1]
+        metrics["neg_elbo_plus_const"] = -test_elbo - entropy
+        metrics["neg_elbo_plus_const_closed_form"] = linear_gaussian.neg_elbo_plus_const(A, sigma2_total, B)
+    log.info("%s/%s v%d %s: selected %s restart %d (%s); %s", spec["experiment"], data.name, version, spec["method"],
+             chosen["slug"] or "default", chosen["restart"], chosen["init"],
+             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    attrs = {"experiment": spec["experiment"], "dataset": data.name, "method": spec["method"], "version": version,
+             "selected": chosen, "candidates": candidates, "metrics": metrics, "decoder_options": data.decoder[1],
+             "diverged_models": int(runs["diverged"].sum()), "models": len(runs["models"]), "config": to_json(spec)}
+    with store.write_h5(out, attrs) as f:
+        params = f.create_group("params")
+        for key, value in model.state_arrays().items():
+            params.create_dataset(key, data=value.numpy(), track_times=False)
+        store.write_arrays(f, {"curve": runs["curve"][index]})
+    return metrics
+
+
+def load_evaluated_model(path) -> tuple[BatchedVAE, dict]:
+    """The selected model of an evaluation file (a one-model stack) and the file's attributes."""
+    with h5py.File(path, "r") as f:
+        attrs = store.read_attrs(f)
+        arrays = {}
+        f["params"].visititems(lambda name, obj: arrays.__setitem__(name, torch.as_tensor(obj[()]))
+                               if isinstance(obj, h5py.Dataset) else None)
+    spec = attrs["config"]
+    data_dim = arrays["log_sigma2"].shape[1]
+    latent_dim = arrays[_last_encoder_weight(arrays)].shape[2] // 2
+    decoder = "linear_cholesky" if "decoder/A" in arrays else "mlp"
+    options = attrs["decoder_options"] if decoder == "linear_cholesky" else {}
+    model = BatchedVAE(1, data_dim, latent_dim, spec["training"]["hidden"], spec["training"]["negative_slope"],
+                       seeds=[0], sigma2_init=torch.ones(1, data_dim), learn_sigma2=False, decoder=decoder,
+                       decoder_options=options)
+    model.load_arrays(arrays)
+    return model.eval(), attrs
+
+
+def _last_encoder_weight(arrays: dict) -> str:
+    return max((k for k in arrays if k.startswith("encoder/W")), key=lambda k: int(k.rsplit("W", 1)[1]))

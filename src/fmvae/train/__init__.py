@@ -1,0 +1,1 @@
+"""Training of batched ensembles: the generic loop, the LIN schedule, restarts and selection."""

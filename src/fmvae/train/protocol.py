@@ -1,0 +1,188 @@
+"""The paper's training protocol (METHODS §3) on top of the batched trainer.
+
+For one (experiment, data set, version, method) the *plan* lists every model: each grid point of
+the method's hyper-parameters × restarts, ground-truth-initialised ones first (decoder = the
+surrogate θ_GT, encoder = φ_GT), then random ones. A training job trains one *part* of the plan
+(``models_per_job`` models, or all) as one stack. Each model's seeds derive from its identity
+(experiment, data set, version, method, grid point, restart), never from its position in a part,
+so chunking the plan differently does not change any model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from fmvae import methods, store
+from fmvae.config import derive_seed, to_json
+from fmvae.data.groundtruth import LINEAR_A_GT, get
+from fmvae.data.simulate import load_surrogate
+from fmvae.nn import BatchedVAE
+from fmvae.train.loop import Trainer, evaluate_objective
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but torch sees no GPU; use 'auto' to fall back to CPU")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def model_plan(spec: dict, version: int) -> list[dict]:
+    """Every model of one (experiment, data set, version, method), in a fixed order."""
+    method = methods.get(spec["method"])
+    plan = []
+    for hyper in spec["grid"]:
+        slug = method.slug(hyper)
+        for init, count in (("ground_truth", spec["restarts"]["ground_truth"]), ("random", spec["restarts"]["random"])):
+            for r in range(count):
+                restart = r if init == "ground_truth" else spec["restarts"]["ground_truth"] + r
+                key = (spec["experiment"], spec["dataset"], version, spec["method"], slug, restart)
+                plan.append({"hyper": hyper, "slug": slug, "restart": restart, "init": init,
+                             "seed": derive_seed(spec["seed"], *key)})
+    return plan
+
+
+def part_count(spec: dict, version: int = 0) -> int:
+    per_job = spec["models_per_job"] or len(model_plan(spec, version))
+    return math.ceil(len(model_plan(spec, version)) / per_job)
+
+
+def part_models(spec: dict, version: int, part: int) -> list[dict]:
+    plan = model_plan(spec, version)
+    per_job = spec["models_per_job"] or len(plan)
+    if not 0 <= part < part_count(spec, version):
+        raise ValueError(f"part {part} outside 0..{part_count(spec, version) - 1}")
+    return plan[part * per_job:(part + 1) * per_job]
+
+
+class DataSet:
+    """One version of a synthetic set: train/val/test x as float32 tensors and its attributes."""
+
+    def __init__(self, path):
+        with h5py.File(path, "r") as f:
+            self.attrs = store.read_attrs(f)
+            self.x = {split: torch.as_tensor(f[split]["x"][()], dtype=torch.float32) for split in ("train", "val", "test")}
+        self.name = self.attrs["dataset"]
+        self.gt = get(self.name)
+        self.noise_variance = float(self.attrs["noise_variance"])
+
+    @property
+    def decoder(self) -> tuple[str, dict]:
+        """The model's decoder family: the eq. 6 linear decoder for ``linear_cholesky``, else the MLP."""
+        if self.name == "linear_cholesky":
+            return "linear_cholesky", {"B": float(self.attrs["config"]["params"]["B"])}
+        return "mlp", {}
+
+
+def ground_truth_decoder(data: DataSet, surrogate_path) -> dict:
+    """θ_GT as one model's decoder arrays: the surrogate's weights, or A_GT for eq. 6."""
+    kind, _ = data.decoder
+    if kind == "linear_cholesky":
+        return {"A": torch.as_tensor(LINEAR_A_GT, dtype=torch.float32)}
+    if surrogate_path is None:
+        raise ValueError(f"{data.name}: ground-truth initialisation needs the surrogate file")
+    surrogate, _ = load_surrogate(surrogate_path)
+    return {k: v[0] for k, v in surrogate.state_arrays().items()}
+
+
+def build_model(data: DataSet, training: dict, plan: list[dict], learn_sigma2: bool,
+                gt_decoder: dict | None, gt_encoder: dict | None, device) -> BatchedVAE:
+    kind, options = data.decoder
+    sigma2 = torch.tensor([data.noise_variance if (m["init"] == "ground_truth" or not learn_sigma2)
+                           else training["sigma2_init_random"] for m in plan])[:, None]
+    model = BatchedVAE(len(plan), data.gt.data_dim, data.gt.latent_dim, training["hidden"], training["negative_slope"],
+                       seeds=[m["seed"] for m in plan], sigma2_init=sigma2, learn_sigma2=learn_sigma2,
+                       decoder=kind, decoder_options=options)
+    at_truth = [i for i, m in enumerate(plan) if m["init"] == "ground_truth"]
+    if at_truth:
+        if gt_decoder is None or gt_encoder is None:
+            raise ValueError("ground-truth restarts need the ground-truth decoder and encoder")
+        for i in at_truth:
+            _set_model(model.decoder, i, gt_decoder)
+            _set_model(model.encoder, i, gt_encoder)
+    return model.to(device)
+
+
+def _set_model(net, index: int, arrays: dict) -> None:
+    net.set_models([index], {k: torch.as_tensor(v) for k, v in arrays.items()})
+
+
+def read_arrays(path, group: str, index: int | None = None) -> dict:
+    """Arrays under ``group`` of an HDF5 file (one model's slice if ``index`` is given)."""
+    with h5py.File(path, "r") as f:
+        out = {}
+        f[group].visititems(lambda name, obj: out.__setitem__(name, obj[()] if index is None else obj[index])
+                            if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def fit_gt_encoder(spec: dict, data_path, version: int, surrogate_path, out) -> None:
+    """φ_GT: encoders trained by the ELBO with the decoder frozen at θ_GT and σ² at the truth;
+    the restart with the best validation ELBO is kept (METHODS §3)."""
+    data = DataSet(data_path)
+    device = pick_device(spec["training"]["device"])
+    n = spec["restarts"]
+    seeds = [derive_seed(spec["seed"], spec["dataset"], version, "gt_encoder", r) for r in range(n)]
+    plan = [{"init": "random", "seed": s} for s in seeds]
+    model = build_model(data, spec["training"], plan, False, None, None, device)
+    decoder = ground_truth_decoder(data, surrogate_path)
+    for i in range(n):
+        _set_model(model.decoder, i, decoder)
+    vae = methods.get("vae")
+    trainer = Trainer(model, vae, {}, spec["training"], seeds=[s + 1 for s in seeds], freeze_decoder=True,
+                      name=f"gt_encoder {data.name} v{version}")
+    result = trainer.run(data.x["train"], data.x["val"], checkpoint=Path(str(out) + ".ckpt"))
+    val = evaluate_objective(model, vae, {}, data.x["val"].to(device), seeds=[s + 2 for s in seeds])
+    val = np.where(result.diverged | ~np.isfinite(val), -np.inf, val)
+    best = int(np.argmax(val))
+    log.info("gt_encoder %s v%d: validation ELBO per restart %s; keeping %d", data.name, version,
+             np.array2string(val, precision=4), best)
+    with store.write_h5(out, {"dataset": data.name, "version": version, "selected": best, "val_elbo": val,
+                              "diverged": result.diverged, "config": to_json(spec)}) as f:
+        store.write_arrays(f.create_group("encoder"), {k: v[best].numpy() for k, v in model.encoder.state_arrays().items()})
+    Path(str(out) + ".ckpt").unlink(missing_ok=True)
+
+
+def train_part(spec: dict, data_path, version: int, part: int, out, surrogate_path=None, gt_encoder_path=None) -> None:
+    """Train one part of the plan as one stack and write its HDF5 (see README, "Training runs")."""
+    data = DataSet(data_path)
+    method = methods.get(spec["method"])
+    device = pick_device(spec["training"]["device"])
+    plan = part_models(spec, version, part)
+    needs_truth = any(m["init"] == "ground_truth" for m in plan)
+    gt_decoder = ground_truth_decoder(data, surrogate_path) if needs_truth else None
+    gt_encoder = read_arrays(gt_encoder_path, "encoder") if needs_truth else None
+    model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", gt_decoder, gt_encoder, device)
+    hyper = {name: np.array([m["hyper"][name] for m in plan]) for name in method.hyper}
+    name = f"{spec['experiment']}/{data.name}/v{version}/{spec['method']} part {part}"
+    log.info("%s: %d models on %s (%s)", name, len(plan), device,
+             ", ".join(sorted({m["slug"] or "default" for m in plan})))
+    checkpoint = Path(str(out) + ".ckpt")
+    trainer = Trainer(model, method, hyper, spec["training"], seeds=[m["seed"] + 1 for m in plan], name=name)
+    result = trainer.run(data.x["train"], data.x["val"], checkpoint=checkpoint)
+    x_val = data.x["val"].to(device)
+    eval_seeds = [m["seed"] + 2 for m in plan]
+    val_objective = evaluate_objective(model, method, hyper, x_val, seeds=eval_seeds)
+    val_elbo = evaluate_objective(model, methods.get("vae"), {}, x_val, seeds=eval_seeds)
+    diverged = result.diverged | ~np.isfinite(val_objective)
+    if diverged.any():
+        log.warning("%s: %d of %d models diverged (recorded, excluded from selection)", name,
+                    int(diverged.sum()), len(plan))
+    attrs = {"experiment": spec["experiment"], "dataset": data.name, "method": spec["method"], "version": version,
+             "part": part, "models": plan, "steps_per_model": result.steps, "seconds": result.seconds,
+             "device": str(device), "config": to_json(spec)}
+    with store.write_h5(out, attrs) as f:
+        params = f.create_group("params")
+        for key, value in model.state_arrays().items():
+            params.create_dataset(key, data=value.numpy(), track_times=False)
+        store.write_arrays(f, {"curve": result.curve, "diverged": diverged, "diverged_epoch": result.diverged_epoch,
+                               "aggressive_epochs": result.aggressive_epochs, "val_objective": val_objective,
+                               "val_elbo": val_elbo})
+    checkpoint.unlink(missing_ok=True)

@@ -1,0 +1,94 @@
+"""The batched trainer: independence of the models in a stack, divergence isolation, LIN's
+aggressive phase, and checkpoint resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fmvae import methods
+from fmvae.data import groundtruth
+from fmvae.nn import BatchedVAE
+from fmvae.train.loop import Trainer
+
+SETTINGS = dict(epochs=3, batch_size=50, lr=1e-3, max_inner_steps=20, mi_patience=1, mi_points=100,
+                log_every_epochs=0)
+SEEDS = [11, 12, 13]
+
+
+@pytest.fixture(scope="module")
+def x():
+    gt = groundtruth.get("figure8")
+    rng = np.random.default_rng(0)
+    z, _ = gt.sample_latents(rng, 500)
+    return torch.tensor(gt.mean(z) + np.sqrt(0.02) * rng.standard_normal((500, 2)), dtype=torch.float32)
+
+
+def _model(seeds, learn_sigma2=True):
+    return BatchedVAE(len(seeds), 2, 1, [16, 16], 0.01, seeds=seeds, sigma2_init=torch.tensor(0.02),
+                      learn_sigma2=learn_sigma2)
+
+
+def _train(seeds, method, hyper, x, settings=SETTINGS, model=None, **kwargs):
+    model = model or _model(seeds)
+    trainer = Trainer(model, methods.get(method), hyper, settings, seeds=[s + 100 for s in seeds])
+    return model, trainer, trainer.run(x[:400], x[400:], **kwargs)
+
+
+GRIDS = {"vae": {}, "iwae": {"S": np.array([1, 3, 5])},
+         "lin": {"T": np.array([0.05, 0.1, 0.05]), "R": np.array([2, 2, 4])}}
+
+
+@pytest.mark.parametrize("method", sorted(GRIDS))
+def test_a_model_trains_the_same_alone_or_in_a_stack(method, x):
+    stacked, _, _ = _train(SEEDS, method, GRIDS[method], x)
+    together = stacked.state_arrays()
+    for i, seed in enumerate(SEEDS):
+        alone, _, _ = _train([seed], method, {k: v[i:i + 1] for k, v in GRIDS[method].items()}, x)
+        for name, value in alone.state_arrays().items():
+            assert torch.allclose(together[name][i], value[0], atol=1e-5), (method, i, name)
+    # ...and the models really differ from one another (distinct seeds, distinct results).
+    assert not torch.allclose(together["decoder/W0"][0], together["decoder/W0"][1])
+
+
+def test_a_diverging_model_is_recorded_and_isolated(x):
+    model = _model(SEEDS)
+    with torch.no_grad():
+        model.decoder.biases[-1][1] = float("nan")  # model 1 diverges at its first step
+    stacked, _, result = _train(SEEDS, "vae", {}, x, model=model)
+    assert result.diverged.tolist() == [False, True, False]
+    assert result.diverged_epoch.tolist() == [-1, 0, -1]
+    assert np.isnan(result.curve[1]).all() and np.isfinite(result.curve[[0, 2]]).all()
+    others, _, _ = _train([SEEDS[0], SEEDS[2]], "vae", {}, x)
+    for name, value in others.state_arrays().items():
+        assert torch.allclose(stacked.state_arrays()[name][[0, 2]], value, atol=1e-5), name
+
+
+def test_lin_aggressive_phase_ends(x):
+    settings = {**SETTINGS, "epochs": 30}
+    _, trainer, result = _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings)
+    # Each model leaves at its own epoch (mi_patience = 1: the first epoch I_q fails to improve).
+    assert not trainer.aggressive.any()
+    assert (result.aggressive_epochs >= 2).all() and (result.aggressive_epochs < 30).all()
+
+
+def test_a_killed_job_resumes_from_its_checkpoint_to_the_same_result(x, tmp_path, monkeypatch):
+    settings = {**SETTINGS, "epochs": 4, "checkpoint_every_s": 0}
+    reference, _, _ = _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings)
+    checkpoint = tmp_path / "part0.h5.ckpt"
+    original = Trainer._save
+
+    def save_then_die(self, path):
+        original(self, path)
+        if self.epoch == 2:
+            raise KeyboardInterrupt("killed after epoch 2")
+
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings, checkpoint=checkpoint)
+    monkeypatch.setattr(Trainer, "_save", original)
+    resumed, trainer, result = _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings, checkpoint=checkpoint)
+    for name, value in reference.state_arrays().items():
+        assert torch.equal(resumed.state_arrays()[name], value), name
+    assert np.isfinite(result.curve).all()

@@ -1,0 +1,41 @@
+# Evaluation: restart and hyper-parameter selection, test metrics; then the paper's tables.
+
+
+localrules:
+    table,
+
+
+rule evaluate:
+    input:
+        data="results/data/{dataset}/v{version}.h5",
+        runs=run_files,
+    output:
+        "results/evaluation/{experiment}/{dataset}/v{version}/{method}.h5",
+    params:
+        spec=lambda w: as_arg(cfg.evaluation_spec(config, w.experiment, w.dataset, w.method)),
+    threads: 1
+    conda:
+        ENV
+    log:
+        "results/logs/evaluate/{experiment}/{dataset}/v{version}/{method}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{experiment}/{dataset}/v{version}/{method}.tsv"
+    shell:
+        "fmvae --threads {threads} evaluate --spec {params.spec} --data {input.data} --version {wildcards.version} "
+        "--runs {input.runs} --out {output} > {log} 2>&1"
+
+
+rule table:
+    input:
+        lambda w: list(dict.fromkeys(f for rule in TABLES[w.table] for f in evaluation_files(rule.experiment))),
+    output:
+        csv="results/tables/{table}.csv",
+        md="results/tables/{table}.md",
+    wildcard_constraints:
+        table="|".join(TABLES),
+    conda:
+        ENV
+    log:
+        "results/logs/table/{table}.log",
+    shell:
+        "fmvae table {wildcards.table} --evaluations {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

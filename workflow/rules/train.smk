@@ -1,0 +1,46 @@
+# Training: φ_GT for ground-truth initialisation, then every (experiment, data set, version, method)
+# in parts of training.models_per_job models, each part one batched computation.
+
+
+rule fit_gt_encoder:
+    input:
+        data="results/data/{dataset}/v{version}.h5",
+        surrogate=lambda w: surrogate_file(w.dataset),
+    output:
+        "results/gt_encoders/{dataset}/v{version}.h5",
+    params:
+        spec=lambda w: as_arg(cfg.gt_encoder_spec(config, w.dataset)),
+        surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
+    threads: 1
+    conda:
+        ENV
+    log:
+        "results/logs/fit_gt_encoder/{dataset}/v{version}.log",
+    benchmark:
+        "results/benchmarks/fit_gt_encoder/{dataset}/v{version}.tsv"
+    shell:
+        "fmvae --threads {threads} fit-gt-encoder {wildcards.dataset} {wildcards.version} --spec {params.spec} "
+        "--data {input.data} {params.surrogate} --out {output} > {log} 2>&1"
+
+
+rule train:
+    input:
+        data="results/data/{dataset}/v{version}.h5",
+        surrogate=lambda w: surrogate_file(w.dataset) if needs_ground_truth(w) else [],
+        gt_encoder=lambda w: f"results/gt_encoders/{w.dataset}/v{w.version}.h5" if needs_ground_truth(w) else [],
+    output:
+        "results/runs/{experiment}/{dataset}/v{version}/{method}/part{part}.h5",
+    params:
+        spec=lambda w: as_arg(cfg.experiment_spec(config, w.experiment, w.dataset, w.method)),
+        init=lambda w, input: (f"--surrogate {input.surrogate} " if input.surrogate else "")
+        + (f"--gt-encoder {input.gt_encoder}" if input.gt_encoder else ""),
+    threads: 1
+    conda:
+        ENV
+    log:
+        "results/logs/train/{experiment}/{dataset}/v{version}/{method}/part{part}.log",
+    benchmark:
+        "results/benchmarks/train/{experiment}/{dataset}/v{version}/{method}/part{part}.tsv"
+    shell:
+        "fmvae --threads {threads} train --spec {params.spec} --data {input.data} --version {wildcards.version} "
+        "--part {wildcards.part} {params.init} --out {output} > {log} 2>&1"

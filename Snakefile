@@ -26,3 +26,4 @@ rule all:
         data_figure_files(),
         paper_data_figure_files(),
         table_files(),
+        model_figure_files(),

@@ -79,3 +79,26 @@ def test_cli_reports_a_bad_config_and_exits_nonzero(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "data.real.splits: -1 is less than the minimum of 1" in result.stderr
+
+
+def test_experiment_checks_name_the_entry_and_what_is_allowed():
+    bad = {"experiments": {"e": {"datasets": ["circle", "moons"],
+                                 "methods": {"iwae": {"K": [3]}, "lin": {"T": [0.1], "R": [2.5]}, "flow": {}},
+                                 "restarts": {"ground_truth": 0, "random": 0}}}}
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate_config(bad)
+    text = str(err.value)
+    assert "experiments.e.datasets: 'moons' is not allowed; allowed values: 'figure8'" in text
+    assert "experiments.e.methods.iwae: hyper-parameters ['K'] given; iwae needs exactly ['S']" in text
+    assert "experiments.e.methods.lin.R: must be whole numbers" in text
+    assert "experiments.e.methods.flow: unknown method; allowed: vae, iwae, lin" in text
+    assert "experiments.e.restarts: needs at least one restart" in text
+
+
+def test_experiment_slices_fill_defaults_and_expand_the_grid():
+    config = cfg.validate_config({"experiments": {"e": {"datasets": ["clusters"],
+                                                    "methods": {"lin": {"T": [0.05, 0.1], "R": [5, 10]}}}}})
+    spec = cfg.experiment_spec(config, "e", "clusters", "lin")
+    assert spec["sigma2"] == "fixed" and spec["selection"] == "val_loss"
+    assert spec["grid"] == [{"R": 5, "T": 0.05}, {"R": 5, "T": 0.1}, {"R": 10, "T": 0.05}, {"R": 10, "T": 0.1}]
+    assert spec["restarts"] == {"ground_truth": 5, "random": 5} and spec["training"]["epochs"] == 100

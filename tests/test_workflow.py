@@ -98,6 +98,21 @@ def test_smoke_workflow_end_to_end(tmp_path, http_folder):
     for n in (2, 3, 4):
         assert (results / "figures" / f"figure{n}.png").stat().st_size > 1000
         assert (results / "figures" / f"figure{n}.pdf").read_bytes()[:4] == b"%PDF"
+    # Training, selection and the tables (every method of the smoke experiments, one version each).
+    for method in ("vae", "iwae", "lin"):
+        with h5py.File(results / "runs" / "unsupervised" / "clusters" / "v0" / method / "part0.h5") as f:
+            attrs = store.read_attrs(f)
+            assert len(attrs["models"]) == 2 and {m["init"] for m in attrs["models"]} == {"ground_truth", "random"}
+            assert f["curve"].shape == (2, 2) and f["params/decoder/W0"].shape == (2, 1, 50)
+        with h5py.File(results / "evaluation" / "unsupervised" / "clusters" / "v0" / f"{method}.h5") as f:
+            attrs = store.read_attrs(f)
+            assert {"smooth_knn_px", "test_neg_elbo", "test_loglik_is", "test_loglik_quadrature"} <= set(attrs["metrics"])
+    table2 = (results / "tables" / "table2.csv").read_text().splitlines()
+    assert table2[0] == "table,dataset,method,setting,metric,mean,std,n,paper_mean,paper_std"
+    assert len(table2) == 1 + 4 * 3 and any(line.startswith("table2,clusters,IWAE,,smooth_knn_px,") and
+                                            line.endswith(",1,0.057,0.028") for line in table2)
+    assert "sigma2_learned_jointly" in (results / "tables" / "sec8.md").read_text()
+    assert "global_optimum" in (results / "tables" / "sec5.csv").read_text()
     assert not [p for p in results.rglob(".*") if p.is_file()], "temporary files left behind"
     assert (results / "logs" / "fit_surrogate" / "figure8.log").read_text().count("round 1") >= 1
     again = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "local.yaml")

@@ -92,29 +92,53 @@ def cmd_plot_figure(args) -> None:
                                             surrogates=args.surrogate or [])
 
 
+def _run_spec(args, slicer) -> dict:
+    """The slice from --spec, or from --config with --experiment/--dataset/--method."""
+    if args.spec:
+        return json.loads(args.spec)
+    missing = [k for k in ("experiment", "dataset", "method") if not getattr(args, k)]
+    if missing:
+        raise SystemExit(f"with --config, also give --{' --'.join(missing)}")
+    return slicer(cfg.load_config(args.config), args.experiment, args.dataset, args.method)
+
+
+def _add_run_source(p: argparse.ArgumentParser) -> None:
+    _add_source(p)
+    for key in ("experiment", "dataset", "method"):
+        p.add_argument(f"--{key}", help=f"with --config: the {key}")
+
+
 def cmd_fit_gt_encoder(args) -> None:
     from fmvae.train.protocol import fit_gt_encoder
 
-    fit_gt_encoder(json.loads(args.spec), args.data, args.version, args.surrogate, args.out)
+    spec = _spec(args, lambda config, name: cfg.gt_encoder_spec(config, name))
+    fit_gt_encoder(spec, args.data, args.version, args.surrogate, args.out)
 
 
 def cmd_train(args) -> None:
     from fmvae.train.protocol import train_part
 
-    train_part(json.loads(args.spec), args.data, args.version, args.part, args.out,
+    train_part(_run_spec(args, cfg.experiment_spec), args.data, args.version, args.part, args.out,
                surrogate_path=args.surrogate, gt_encoder_path=args.gt_encoder)
 
 
 def cmd_evaluate(args) -> None:
     from fmvae.evaluation import evaluate
 
-    evaluate(json.loads(args.spec), args.data, args.version, args.runs, args.out)
+    evaluate(_run_spec(args, cfg.evaluation_spec), args.data, args.version, args.runs, args.out)
 
 
 def cmd_table(args) -> None:
     from fmvae.report import tables
 
     tables.write_table(args.name, args.evaluations, args.out_csv, args.out_md)
+
+
+def cmd_plot_model_figure(args) -> None:
+    from fmvae.report import model_figures
+
+    model_figures.plot_model_figure(args.number, args.out, args.evaluations, args.data, args.surrogate or [],
+                                    json.loads(args.style))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,17 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
     p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
     p.set_defaults(func=cmd_plot_figure)
+
+    p = sub.add_parser("plot-model-figure", help="one of the paper's figures of trained models (1, 5, 8-16)")
+    p.add_argument("number", type=int, choices=[1, 5, *range(8, 17)])
+    p.add_argument("--evaluations", nargs="+", required=True,
+                   help="evaluation files; each is recognised by its experiment, data set and method")
+    p.add_argument("--data", nargs="+", required=True, help="data files (v0.h5) of those data sets")
+    p.add_argument("--surrogate", nargs="*", help="their surrogate files (recognised by data set)")
+    p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
+    p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
+    p.set_defaults(func=cmd_plot_model_figure)
     p = sub.add_parser("fit-gt-encoder", help="fit φ_GT: encoders trained with the decoder frozen at θ_GT")
     p.add_argument("dataset")
     p.add_argument("version", type=int)
-    p.add_argument("--spec", required=True, help="the gt-encoder config slice as JSON")
+    _add_source(p)
     p.add_argument("--data", required=True)
     p.add_argument("--surrogate", help="surrogate HDF5 (not needed for eq. 6)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_fit_gt_encoder)
 
     p = sub.add_parser("train", help="train one part of an (experiment, data set, version, method) as one batch")
-    p.add_argument("--spec", required=True, help="the experiment slice as JSON (fmvae.config.experiment_spec)")
+    _add_run_source(p)
     p.add_argument("--data", required=True)
     p.add_argument("--version", type=int, required=True)
     p.add_argument("--part", type=int, default=0)
@@ -190,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="select the restart and grid point, evaluate on the test split")
-    p.add_argument("--spec", required=True, help="the evaluation slice as JSON (fmvae.config.evaluation_spec)")
+    _add_run_source(p)
     p.add_argument("--data", required=True)
     p.add_argument("--version", type=int, required=True)
     p.add_argument("--runs", nargs="+", required=True, help="every training part of this method")

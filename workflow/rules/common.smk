@@ -119,3 +119,47 @@ def table_names():
 
 def table_files():
     return [f"results/tables/{name}.{ext}" for name in table_names() for ext in ("csv", "md")]
+
+
+# Figures of trained models (version 0 of each data set) ----------------------------------------
+
+from fmvae.report.model_figures import FIGURE5_ROWS, MODEL_FIGURES
+
+
+def configured(experiment, dataset, method):
+    entry = config["experiments"].get(experiment)
+    return entry is not None and dataset in entry["datasets"] and method in entry["methods"]
+
+
+def evaluation_file(experiment, dataset, method, version=0):
+    return f"results/evaluation/{experiment}/{dataset}/v{version}/{method}.h5"
+
+
+def figure5_datasets():
+    return [d for d in FIGURE5_ROWS if any(configured("unsupervised", d, m) for m in ("vae", "iwae"))]
+
+
+def model_figure_numbers():
+    numbers = [n for n, key in MODEL_FIGURES.items() if configured(*key)]
+    numbers += [5] if figure5_datasets() else []
+    numbers += [1] if configured("linear", "linear_cholesky", "vae") else []
+    return sorted(numbers)
+
+
+def model_figure_inputs(w):
+    """Evaluation, data and surrogate files of Figure 1, 5 or 8-16 (the CLI recognises each by its attributes)."""
+    number = int(w.number)
+    if number == 1:
+        keys, datasets = [("linear", "linear_cholesky", "vae")], ["linear_cholesky"]
+    elif number == 5:
+        datasets = figure5_datasets()
+        keys = [("unsupervised", d, m) for d in datasets for m in ("vae", "iwae") if configured("unsupervised", d, m)]
+    else:
+        keys, datasets = [MODEL_FIGURES[number]], [MODEL_FIGURES[number][1]]
+    return {"evaluations": [evaluation_file(*key) for key in keys],
+            "data": [f"results/data/{d}/v0.h5" for d in datasets],
+            "surrogates": [surrogate_file(d) for d in datasets if d in WITH_SURROGATE]}
+
+
+def model_figure_files():
+    return [f"results/figures/figure{n}.{ext}" for n in model_figure_numbers() for ext in ("png", "pdf")]

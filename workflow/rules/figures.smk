@@ -1,4 +1,5 @@
-# Figures that need only the data: one per data set, and the paper's Figures 2, 3 and 4.
+# Figures that need only the data: one per data set, and the paper's Figures 2, 3 and 4; then the
+# figures of trained models (1, 5, 8-16), drawn from the evaluation files of version 0.
 
 
 localrules:
@@ -6,6 +7,7 @@ localrules:
     figure2,
     figure3,
     figure4,
+    model_figure,
 
 
 rule plot_data:
@@ -69,3 +71,23 @@ rule figure4:
     shell:
         "fmvae plot-figure 4 --data {input.data} --surrogate {input.surrogates} --style {params.style} "
         "--out {output.png} {output.pdf} > {log} 2>&1"
+
+
+rule model_figure:
+    input:
+        unpack(model_figure_inputs),
+    output:
+        png="results/figures/figure{number}.png",
+        pdf="results/figures/figure{number}.pdf",
+    wildcard_constraints:
+        number="|".join(str(n) for n in [1, 5, *MODEL_FIGURES]),
+    params:
+        style=figure_style(),
+        surrogate=lambda w, input: f"--surrogate {' '.join(input.surrogates)}" if input.surrogates else "",
+    conda:
+        ENV
+    log:
+        "results/logs/figures/figure{number}.log",
+    shell:
+        "fmvae --threads 1 plot-model-figure {wildcards.number} --evaluations {input.evaluations} "
+        "--data {input.data} {params.surrogate} --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"

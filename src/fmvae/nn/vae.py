@@ -27,7 +27,7 @@ class LinearCholeskyDecoder(nn.Module):
         self.n_models = n_models
 
     def cholesky(self) -> torch.Tensor:
-        eye = torch.eye(self.A.shape[-1], dtype=self.A.dtype)
+        eye = torch.eye(self.A.shape[-1], dtype=self.A.dtype, device=self.A.device)
         return torch.linalg.cholesky(self.A @ self.A.transpose(1, 2) + self.B * eye)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -40,9 +40,9 @@ def iwae(model, x: torch.Tensor, eps: torch.Tensor, hyper: dict | None = None) -
     log_w = (log_normal(x[:, :, None], fz, model.log_sigma2[:, None, None, :])
              + log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
              - log_normal(z, mean[:, :, None], log_var[:, :, None]))
-    samples = hyper["S"] if hyper and "S" in hyper else torch.full((m,), s_max)
+    samples = hyper["S"] if hyper and "S" in hyper else torch.full((m,), s_max, device=eps.device)
     if bool((samples != s_max).any()):
-        used = torch.arange(s_max)[None, :] < samples[:, None]  # (M, S)
+        used = torch.arange(s_max, device=eps.device)[None, :] < samples[:, None]  # (M, S)
         log_w = log_w.masked_fill(~used[:, None, :], float("-inf"))
     return torch.logsumexp(log_w, dim=-1) - torch.log(samples.to(log_w.dtype))[:, None]
 

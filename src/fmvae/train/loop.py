@@ -209,7 +209,7 @@ class Trainer:
         log.info("%s: checkpoint after epoch %d -> %s", self.name, self.epoch, path)
 
     def _resume(self, path: Path) -> None:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)  # copied onto the device below
         self.model.load_state_dict(state["model"])
         self.opt_encoder.load_state(state["encoder"])
         self.opt_decoder.load_state(state["decoder"])

@@ -4,8 +4,10 @@ For every G/H data set the paper fits a network of the model's decoder architect
 analytic f by full supervision until its MSE < 1e-4 and then simulates the data from that network:
 the surrogate *is* θ_GT, used to generate data, to initialise decoders at the ground truth and to
 draw the "true" posteriors. The fit here: several restarts trained together as one batched
-computation (Adam with cosine decay on batches of fresh z ~ p(z)), a full-batch L-BFGS finish, and
-an evaluation on fresh z; rounds repeat until the best restart passes the target.
+computation (Adam with cosine decay on batches of fresh z ~ p(z)); the best restart on a fixed
+sample of z ~ p(z) is kept and finished by full-batch L-BFGS on that sample, with a check of the MSE
+on fresh z every few hundred iterations that stops it once the target is met; rounds repeat until
+the target is met.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 class SurrogateFit:
     model: BatchedMLP  # one model: the selected restart
     mse: float  # MSE on fresh z ~ p(z) of the selected restart
-    restart_mse: np.ndarray  # final MSE of every restart
+    restart_mse: np.ndarray  # MSE of every restart after the first Adam phase (on the L-BFGS sample)
     rounds: int
     steps: int
     seconds: float
@@ -59,23 +61,52 @@ def per_model_mse(model: BatchedMLP, inputs: torch.Tensor, targets: torch.Tensor
     return (total / targets.numel()).numpy()
 
 
+def _lbfgs_finish(model: BatchedMLP, sample, evaluation, settings: dict, label: str) -> float:
+    """Full-batch L-BFGS of a one-model stack on ``sample``, in chunks of ``lbfgs_check_every``
+    iterations, each followed by the MSE on ``evaluation`` (fresh z); stops at the first check below
+    ``lbfgs_stop_fraction * mse_target`` or after ``lbfgs_iterations``. Returns the last MSE on
+    ``evaluation``."""
+    inputs, targets = sample
+    lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, history_size=settings["lbfgs_history"],
+                              line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+
+    def closure():
+        lbfgs.zero_grad(set_to_none=True)
+        value = ((model(inputs) - targets) ** 2).mean()
+        value.backward()
+        return value
+
+    total, every = settings["lbfgs_iterations"], settings["lbfgs_check_every"]
+    mse = per_model_mse(model, *evaluation)[0]
+    for done in range(0, total, every):
+        chunk = min(every, total - done)  # the optimiser's memory carries over between chunks
+        lbfgs.param_groups[0].update(max_iter=chunk, max_eval=chunk * 5 // 4)  # PyTorch's default ratio
+        lbfgs.step(closure)
+        mse = per_model_mse(model, *evaluation)[0]
+        log.info("%s L-BFGS %d/%d: MSE on fresh z %.2e", label, done + chunk, total, mse)
+        if mse < settings["lbfgs_stop_fraction"] * settings["mse_target"]:
+            break
+    return float(mse) if np.isfinite(mse) else math.inf
+
+
 def fit_surrogate(gt: GroundTruth, params: dict, settings: dict, seed: int) -> SurrogateFit:
     """Fit ``settings['restarts']`` surrogates to ``gt.mean`` and return the best one.
 
-    ``settings`` is the config's ``data.surrogate`` section (documented in the schema). If no
-    restart reaches ``mse_target`` after ``max_rounds`` rounds, raises
+    ``settings`` is the config's ``data.surrogate`` section (documented in the schema). If the
+    target ``mse_target`` is not met after ``max_rounds`` rounds, raises
     :class:`SurrogateNotConverged` (``on_target_missed: error``) or logs a warning and returns the
-    best restart (``warn``); the returned MSE says which happened.
+    fit (``warn``); the returned MSE says which happened.
     """
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     sizes = [gt.decoder_input_dim, *settings["hidden"], gt.data_dim]
     model = BatchedMLP(settings["restarts"], sizes, settings["negative_slope"], generator=generator)
+    restart_mse = None
     steps_done = 0
     for round_index in range(1, settings["max_rounds"] + 1):
         # Adam on fresh mini-batches, cosine decay to 0 within each round; later rounds refine the
-        # same networks from a learning rate lowered by ``round_lr_factor`` per round.
+        # kept network from a learning rate lowered by ``round_lr_factor`` per round.
         lr = settings["lr"] * settings["round_lr_factor"] ** (round_index - 1)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         n_steps = settings["steps"]
@@ -91,34 +122,26 @@ def fit_surrogate(gt: GroundTruth, params: dict, settings: dict, seed: int) -> S
             if settings["log_every"] and (step + 1) % settings["log_every"] == 0:
                 log.info("%s round %d step %d/%d: batch MSE per restart %s", gt.name, round_index,
                          step + 1, n_steps, _fmt(per_restart.detach().numpy()))
-        # Full-batch L-BFGS finish on a fixed large sample.
-        if settings["lbfgs_iterations"] > 0:
-            inputs, targets = _draw(gt, params, rng, settings["lbfgs_points"])
-            lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=settings["lbfgs_iterations"],
-                                      history_size=50, line_search_fn="strong_wolfe",
-                                      tolerance_grad=0.0, tolerance_change=0.0)
-
-            def closure():
-                lbfgs.zero_grad(set_to_none=True)
-                value = ((model(inputs) - targets) ** 2).mean(dim=(1, 2)).sum()
-                value.backward()
-                return value
-
-            lbfgs.step(closure)
-        inputs, targets = _draw(gt, params, rng, settings["eval_points"])
-        mse = per_model_mse(model, inputs, targets)
-        mse = np.where(np.isfinite(mse), mse, np.inf)
-        best = int(np.argmin(mse))
-        log.info("%s round %d: MSE on %d fresh z per restart %s (target %.1e)", gt.name, round_index,
-                 settings["eval_points"], _fmt(mse), settings["mse_target"])
-        if mse[best] < settings["mse_target"]:
+        # The best restart on a fixed sample is kept and finished alone: L-BFGS's line search would
+        # share one step length among restarts trained jointly.
+        sample = _draw(gt, params, rng, settings["lbfgs_points"])
+        if restart_mse is None:
+            restart_mse = per_model_mse(model, *sample)
+            restart_mse = np.where(np.isfinite(restart_mse), restart_mse, np.inf)
+            log.info("%s round %d: MSE per restart on %d fixed z %s; keeping restart %d", gt.name,
+                     round_index, settings["lbfgs_points"], _fmt(restart_mse), int(np.argmin(restart_mse)))
+            model = model.select(int(np.argmin(restart_mse)))
+        evaluation = _draw(gt, params, rng, settings["eval_points"])
+        mse = _lbfgs_finish(model, sample, evaluation, settings, f"{gt.name} round {round_index}")
+        log.info("%s round %d: MSE on %d fresh z %.2e (target %.1e)", gt.name, round_index,
+                 settings["eval_points"], mse, settings["mse_target"])
+        if mse < settings["mse_target"]:
             break
     else:
-        message = (f"surrogate for {gt.name!r}: best MSE {mse[best]:.3g} after {settings['max_rounds']} rounds "
+        message = (f"surrogate for {gt.name!r}: MSE {mse:.3g} after {settings['max_rounds']} rounds "
                    f"is above the target {settings['mse_target']:g}; raise surrogate.steps, "
-                   f"surrogate.max_rounds or surrogate.restarts in the config")
+                   f"surrogate.lbfgs_iterations, surrogate.max_rounds or surrogate.restarts in the config")
         if settings["on_target_missed"] == "error":
             raise SurrogateNotConverged(message)
-        log.warning("%s; keeping the best restart (on_target_missed: warn)", message)
-    return SurrogateFit(model.select(best), float(mse[best]), mse, round_index, steps_done,
-                        time.perf_counter() - started)
+        log.warning("%s; keeping the fit (on_target_missed: warn)", message)
+    return SurrogateFit(model, mse, restart_mse, round_index, steps_done, time.perf_counter() - started)

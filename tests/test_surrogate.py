@@ -7,7 +7,7 @@ import torch
 from fmvae import config as cfg
 from fmvae.data import groundtruth
 from fmvae.data.simulate import load_surrogate, save_surrogate
-from fmvae.data.surrogate import SurrogateNotConverged, fit_surrogate, per_model_mse
+from fmvae.data.surrogate import SurrogateNotConverged, _draw, fit_surrogate, per_model_mse
 
 
 def settings(**overrides):
@@ -56,3 +56,11 @@ def test_lbfgs_finish_stops_at_the_first_check_below_target(caplog):
     checks = [r.getMessage() for r in caplog.records if "L-BFGS" in r.getMessage()]
     assert fit.mse < 1e-4 and fit.rounds == 1
     assert 1 <= len(checks) < 10 and checks[-1].startswith("circle round 1 L-BFGS")
+
+
+def test_widened_lbfgs_sample_is_weighted_back_to_the_prior():
+    gt = groundtruth.get("continuous_semicircle")  # decoder input (z, y), both standard normal
+    inputs, _, weights = _draw(gt, {}, np.random.default_rng(0), 200000, widen=2.0)
+    assert inputs.abs().max() > 6  # the tails are populated ...
+    moments = (weights[:, None] * inputs**2).mean(dim=0)  # ... and the weights restore N(0, 1)
+    assert weights.mean() == pytest.approx(1.0) and moments.tolist() == pytest.approx([1.0, 1.0], rel=0.03)

@@ -5,9 +5,9 @@ analytic f by full supervision until its MSE < 1e-4 and then simulates the data 
 the surrogate *is* θ_GT, used to generate data, to initialise decoders at the ground truth and to
 draw the "true" posteriors. The fit here: several restarts trained together as one batched
 computation (Adam with cosine decay on batches of fresh z ~ p(z)); the best restart on a fixed
-sample of z ~ p(z) is kept and finished by full-batch L-BFGS on that sample, with a check of the MSE
-on fresh z every few hundred iterations that stops it once the target is met; rounds repeat until
-the target is met.
+sample is kept and finished by full-batch L-BFGS on that sample (drawn from a widened prior and
+weighted back to p(z), so the tails are fitted too), with a check of the MSE on fresh z ~ p(z) every
+few hundred iterations that stops it once below the target; rounds repeat until the target is met.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class SurrogateFit:
     model: BatchedMLP  # one model: the selected restart
     mse: float  # MSE on fresh z ~ p(z) of the selected restart
-    restart_mse: np.ndarray  # MSE of every restart after the first Adam phase (on the L-BFGS sample)
+    restart_mse: np.ndarray  # weighted MSE of every restart on the first L-BFGS sample, after Adam
     rounds: int
     steps: int
     seconds: float
@@ -44,11 +44,30 @@ def _fmt(values: np.ndarray) -> str:
     return "[" + " ".join(f"{v:.2e}" for v in values) + "]"
 
 
-def _draw(gt: GroundTruth, params: dict, rng: np.random.Generator, n: int):
+def _draw(gt: GroundTruth, params: dict, rng: np.random.Generator, n: int, widen: float = 1.0):
+    """``n`` decoder inputs and targets f with z ~ p(z), and a weight per point.
+
+    With ``widen`` > 1, normal z (and a normal label y) are drawn from N(0, widen²) instead and
+    weighted by p/q, normalised to mean 1: the weighted MSE still estimates the MSE under p(z), but
+    the tails, nearly empty in a sample from p(z), are fitted too.
+    """
     z, y = gt.sample_latents(rng, n)
+    log_weight = np.zeros(n)
+    if gt.prior == "normal":
+        z = z * widen
+        log_weight -= 0.5 * (1 - widen**-2) * (z**2).sum(axis=1)
+    if gt.label == "normal":
+        y = y * widen
+        log_weight -= 0.5 * (1 - widen**-2) * y**2
+    weights = np.exp(log_weight - log_weight.max())
     inputs = torch.as_tensor(gt.decoder_input(z, y), dtype=torch.float32)
     targets = torch.as_tensor(gt.mean(z, y, **params), dtype=torch.float32)
-    return inputs, targets
+    return inputs, targets, torch.as_tensor(weights / weights.mean(), dtype=torch.float32)
+
+
+def _weighted_mse(model: BatchedMLP, inputs, targets, weights) -> torch.Tensor:
+    """Weighted MSE of each model, shape (M,)."""
+    return (((model(inputs) - targets) ** 2).mean(dim=2) * weights).mean(dim=1)
 
 
 def per_model_mse(model: BatchedMLP, inputs: torch.Tensor, targets: torch.Tensor, chunk: int = 65536):
@@ -66,13 +85,12 @@ def _lbfgs_finish(model: BatchedMLP, sample, evaluation, settings: dict, label: 
     iterations, each followed by the MSE on ``evaluation`` (fresh z); stops at the first check below
     ``lbfgs_stop_fraction * mse_target`` or after ``lbfgs_iterations``. Returns the last MSE on
     ``evaluation``."""
-    inputs, targets = sample
     lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, history_size=settings["lbfgs_history"],
                               line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
 
     def closure():
         lbfgs.zero_grad(set_to_none=True)
-        value = ((model(inputs) - targets) ** 2).mean()
+        value = _weighted_mse(model, *sample).sum()
         value.backward()
         return value
 
@@ -113,7 +131,7 @@ def fit_surrogate(gt: GroundTruth, params: dict, settings: dict, seed: int) -> S
         for step in range(n_steps):
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / n_steps))
-            inputs, targets = _draw(gt, params, rng, settings["batch_size"])
+            inputs, targets, _ = _draw(gt, params, rng, settings["batch_size"])
             per_restart = ((model(inputs) - targets) ** 2).mean(dim=(1, 2))
             opt.zero_grad(set_to_none=True)
             per_restart.sum().backward()
@@ -124,14 +142,15 @@ def fit_surrogate(gt: GroundTruth, params: dict, settings: dict, seed: int) -> S
                          step + 1, n_steps, _fmt(per_restart.detach().numpy()))
         # The best restart on a fixed sample is kept and finished alone: L-BFGS's line search would
         # share one step length among restarts trained jointly.
-        sample = _draw(gt, params, rng, settings["lbfgs_points"])
+        sample = _draw(gt, params, rng, settings["lbfgs_points"], settings["lbfgs_widen"])
         if restart_mse is None:
-            restart_mse = per_model_mse(model, *sample)
+            with torch.no_grad():
+                restart_mse = _weighted_mse(model, *sample).double().numpy()
             restart_mse = np.where(np.isfinite(restart_mse), restart_mse, np.inf)
-            log.info("%s round %d: MSE per restart on %d fixed z %s; keeping restart %d", gt.name,
+            log.info("%s round %d: weighted MSE per restart on %d fixed z %s; keeping restart %d", gt.name,
                      round_index, settings["lbfgs_points"], _fmt(restart_mse), int(np.argmin(restart_mse)))
             model = model.select(int(np.argmin(restart_mse)))
-        evaluation = _draw(gt, params, rng, settings["eval_points"])
+        evaluation = _draw(gt, params, rng, settings["eval_points"])[:2]
         mse = _lbfgs_finish(model, sample, evaluation, settings, f"{gt.name} round {round_index}")
         log.info("%s round %d: MSE on %d fresh z %.2e (target %.1e)", gt.name, round_index,
                  settings["eval_points"], mse, settings["mse_target"])

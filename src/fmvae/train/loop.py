@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmvae import store
+from fmvae import runtime, store
 from fmvae.methods import Method
 from fmvae.objectives import OBJECTIVES
 from fmvae.objectives.unsupervised import log_normal
@@ -70,6 +70,7 @@ class Trainer:
     def __init__(self, model, method: Method, hyper: dict, settings: dict, seeds, freeze_decoder=False,
                  name: str = "train"):
         self.model, self.method, self.settings, self.name = model, method, settings, name
+        runtime.keep_freed_memory()  # stacked activations: reuse freed memory, no page faults per step
         device = model.log_sigma2.device
         self.device = device
         m = model.n_models
@@ -80,9 +81,11 @@ class Trainer:
         if freeze_decoder:
             for p in model.decoder_parameters():
                 p.requires_grad_(False)
-        self.opt_encoder = BatchedAdam(model.encoder_parameters(), m, settings["lr"])
-        self.opt_decoder = BatchedAdam([] if freeze_decoder else model.decoder_parameters(), m, settings["lr"])
         self.lagging = method.schedule == "lagging"
+        # Fused Adam only where all live models step together (not LIN's encoder): see optim.py.
+        self.opt_encoder = BatchedAdam(model.encoder_parameters(), m, settings["lr"], fused=not self.lagging)
+        self.opt_decoder = BatchedAdam([] if freeze_decoder else model.decoder_parameters(), m, settings["lr"],
+                                       fused=True)
         self.diverged = torch.zeros(m, dtype=torch.bool, device=device)
         self.diverged_epoch = torch.full((m,), -1, dtype=torch.long)
         self.aggressive = torch.full((m,), self.lagging, dtype=torch.bool, device=device)

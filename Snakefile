@@ -27,3 +27,5 @@ rule all:
         paper_data_figure_files(),
         table_files(),
         model_figure_files(),
+        checks_files(),
+        "results/REPRODUCTION.md",

@@ -102,3 +102,13 @@ def test_experiment_slices_fill_defaults_and_expand_the_grid():
     assert spec["sigma2"] == "fixed" and spec["selection"] == "val_loss"
     assert spec["grid"] == [{"R": 5, "T": 0.05}, {"R": 5, "T": 0.1}, {"R": 10, "T": 0.05}, {"R": 10, "T": 0.1}]
     assert spec["restarts"] == {"ground_truth": 5, "random": 5} and spec["training"]["epochs"] == 100
+
+
+def test_a_latent_dimension_other_than_the_truth_allows_random_restarts_only():
+    entry = {"datasets": ["figure8_5d"], "methods": {"vae": {}}, "sigma2": "learned", "latent_dim": 2}
+    with pytest.raises(cfg.ConfigError, match="latent_dim: 2 differs from figure8_5d's true K 1"):
+        cfg.validate_config({"experiments": {"e": entry}})
+    config = cfg.validate_config({"experiments": {"e": {**entry, "restarts": {"ground_truth": 0, "random": 3}},
+                                                  "t": {**entry, "latent_dim": 1}}})
+    assert cfg.experiment_spec(config, "e", "figure8_5d", "vae")["latent_dim"] == 2
+    assert cfg.experiment_spec(config, "t", "figure8_5d", "vae")["latent_dim"] == 1  # the truth: GT restarts allowed

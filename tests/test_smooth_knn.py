@@ -12,13 +12,7 @@ import torch
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small matrices: one thread is faster than torch's pool on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_by_loops(a, b, alpha):

@@ -1,77 +1,17 @@
 """Workflow tests: the real Snakemake rules on the smoke config, end to end, in a temporary folder;
 the paper config's DAG; a bad config stopping the run before any job; the lint."""
 
-import hashlib
-import io
-import os
-import shutil
-import subprocess
-import sys
-import zipfile
-from pathlib import Path
-
 import h5py
 import pytest
-import yaml
 
 from fmvae import store
-from conftest import REPO, SHARED_UCI
+from conftest import copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(workdir, *args, timeout=1200):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in ["Snakefile", "environment.yml"]:
-        shutil.copy(REPO / name, dest / name)
-    for name in ["workflow", "config"]:
-        shutil.copytree(REPO / name, dest / name)
-    return dest
-
-
-def real_data_source(tmp_path: Path, http_folder) -> dict:
-    """Config that points the downloads at a local server: the published files when
-    ../shared/data/uci exists, otherwise small fixture files in the same formats."""
-    if SHARED_UCI.exists():
-        base = http_folder(SHARED_UCI)
-        files = {"diabetic_retinopathy": ("messidor_features.arff", "messidor_features.arff",
-                                          (SHARED_UCI / "messidor_features.arff").read_bytes(), "arff"),
-                 "contraceptive": ("cmc.data", "cmc.data", (SHARED_UCI / "cmc.data").read_bytes(), "csv"),
-                 "titanic": ("titanic.zip", "titanic.dat", (SHARED_UCI / "titanic.dat").read_bytes(), "keel")}
-    else:
-        www = tmp_path / "www"
-        www.mkdir()
-        arff = "@relation dr\n@attribute a numeric\n@attribute b numeric\n@attribute Class {0,1}\n@data\n" + "\n".join(
-            f"{i % 7},{i % 5 * 0.5},{i % 2}" for i in range(90))
-        csv = "\n".join(f"{i % 9},{i % 4},{i % 3 + 1}" for i in range(90))
-        keel = "@relation titanic\n@attribute Class real\n@inputs Class\n@outputs Survived\n@data\n" + "\n".join(
-            f"{i % 4 * 0.5},{1.0 if i % 3 else -1.0}" for i in range(90))
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            archive.writestr("titanic.dat", keel)
-        (www / "dr.arff").write_text(arff)
-        (www / "cmc.data").write_text(csv)
-        (www / "titanic.zip").write_bytes(buffer.getvalue())
-        base = http_folder(www)
-        files = {"diabetic_retinopathy": ("dr.arff", "messidor_features.arff", arff.encode(), "arff"),
-                 "contraceptive": ("cmc.data", "cmc.data", csv.encode(), "csv"),
-                 "titanic": ("titanic.zip", "titanic.dat", keel.encode(), "keel")}
-    return {"data": {"real": {"base_urls": {"uci": base, "keel": base}, "datasets": {
-        name: {"source": "uci", "archive": archive, "member": member,
-               "sha256": hashlib.sha256(data).hexdigest(), "format": fmt}
-        for name, (archive, member, data, fmt) in files.items()}}}}
-
-
-def test_smoke_workflow_end_to_end(tmp_path, http_folder):
-    work = copy_workflow(tmp_path / "wf")
-    (work / "local.yaml").write_text(yaml.safe_dump(real_data_source(tmp_path, http_folder)))
-    result = snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml", "local.yaml")
+def test_smoke_workflow_end_to_end(smoke_run):
+    work, result = smoke_run.work, smoke_run.result  # one local smoke run per session (conftest.py)
     assert result.returncode == 0, result.stderr[-4000:]
     results = work / "results"
     synthetic = ["figure8", "circle", "absolute_value", "clusters", "spiral_dots", "discrete_semicircle",
@@ -113,6 +53,22 @@ def test_smoke_workflow_end_to_end(tmp_path, http_folder):
                                             line.endswith(",1,0.057,0.028") for line in table2)
     assert "sigma2_learned_jointly" in (results / "tables" / "sec8.md").read_text()
     assert "global_optimum" in (results / "tables" / "sec5.csv").read_text()
+    # Table 1: K = 1, 2, 3 on the 5-D sets; the K = 2 models have 2-D latents and learned 5-D σ².
+    with h5py.File(results / "evaluation" / "signal_noise_K2" / "figure8_5d" / "v0" / "vae.h5") as f:
+        assert f["params/decoder/W0"].shape == (1, 2, 50) and f["params/log_sigma2"].shape == (1, 5)
+        assert store.read_attrs(f)["selected"]["init"] == "random"
+    table1 = (results / "tables" / "table1.csv").read_text().splitlines()
+    # 2 data sets × 3 K × (3 methods × (−ELBO, MI, σ²) + IWAE's own bound)
+    assert len(table1) == 1 + 2 * 3 * (3 * 3 + 1)
+    assert any(line.startswith("table1,clusters_5d,VAE,K=2,avg_mi_x_zi,") and line.endswith(",1,1.425,0.019")
+               for line in table1)
+    for n in (23, 24):
+        assert (results / "figures" / f"figure{n}.png").stat().st_size > 1000
+    reproduction = (results / "REPRODUCTION.md").read_text()
+    assert "| Table 1 | the ELBO (VAE) prefers K > 1" in reproduction and "| Tables 3–4 |" in reproduction
+    checks = (results / "tables" / "checks.csv").read_text().splitlines()  # 4 data sets × (3 methods + ground truth)
+    assert checks[0].startswith("experiment,dataset,version,method,") and len(checks) == 1 + 4 * 4
+    assert "| clusters | vae | 1 |" in (results / "tables" / "checks.md").read_text()
     assert not [p for p in results.rglob(".*") if p.is_file()], "temporary files left behind"
     assert (results / "logs" / "fit_surrogate" / "figure8.log").read_text().count("round 1") >= 1
     again = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "local.yaml")

@@ -14,6 +14,7 @@ import sys
 import time
 
 from fmvae import config as cfg
+from fmvae import runtime
 
 log = logging.getLogger("fmvae")
 
@@ -134,11 +135,39 @@ def cmd_table(args) -> None:
     tables.write_table(args.name, args.evaluations, args.out_csv, args.out_md)
 
 
+def cmd_check(args) -> None:
+    from fmvae import checks
+
+    if args.spec:
+        settings = json.loads(args.spec)
+    else:
+        settings = checks.checks_spec(cfg.load_config(args.config) if args.config else cfg.validate_config({}))
+    rows = checks.write_checks(args.evaluations, args.data, settings, args.out_csv, args.out_md, args.surrogate or [])
+    if args.out_csv is None and args.out_md is None:
+        print(checks.markdown(rows, settings), end="")
+
+
 def cmd_plot_model_figure(args) -> None:
     from fmvae.report import model_figures
 
     model_figures.plot_model_figure(args.number, args.out, args.evaluations, args.data, args.surrogate or [],
                                     json.loads(args.style))
+
+
+def cmd_plan(args) -> None:
+    from pathlib import Path
+
+    from fmvae import plan
+
+    text = plan.report(args.config, Path(args.snakefile), {"one CPU": args.benchmark, "GPU profile": args.gpu_benchmark},
+                       args.lin_factor or plan.LIN_FACTOR, dag=not args.no_dag)
+    print(text, end="")
+
+
+def cmd_reproduction(args) -> None:
+    from fmvae.report.reproduction import write_reproduction
+
+    write_reproduction(args.tables, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="+")
     p.add_argument("--show", action="store_true", help="print the config with defaults filled in")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="compute plan: jobs per rule, models, optimiser steps, time estimates")
+    p.add_argument("config", nargs="+", help="config file(s), e.g. config/paper.yaml")
+    p.add_argument("--benchmark", default="results/benchmarks/throughput.json",
+                   help="CPU throughput JSON of benchmarks/throughput.py")
+    p.add_argument("--gpu-benchmark", help="the same, measured with --device cuda on the cluster's GPU")
+    p.add_argument("--lin-factor", type=float, help="cost of a LIN step in VAE steps (default: see fmvae.plan)")
+    p.add_argument("--snakefile", default="Snakefile")
+    p.add_argument("--no-dag", action="store_true", help="skip the Snakemake dry run (jobs per rule)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("reproduction", help="REPRODUCTION.md: each claim, our numbers beside the paper's, holds or not")
+    p.add_argument("--tables", nargs="*", default=[], help="result tables (results/tables/<name>.csv)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_reproduction)
 
     p = sub.add_parser("fit-surrogate", help="fit the surrogate ground-truth decoder of a synthetic set")
     p.add_argument("dataset")
@@ -195,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
     p.set_defaults(func=cmd_plot_figure)
 
-    p = sub.add_parser("plot-model-figure", help="one of the paper's figures of trained models (1, 5, 8-16)")
-    p.add_argument("number", type=int, choices=[1, 5, *range(8, 17)])
+    p = sub.add_parser("plot-model-figure", help="one of the paper's figures of trained models (1, 5, 8-16, 23, 24)")
+    p.add_argument("number", type=int, choices=[1, 5, *range(8, 17), 23, 24])
     p.add_argument("--evaluations", nargs="+", required=True,
                    help="evaluation files; each is recognised by its experiment, data set and method")
     p.add_argument("--data", nargs="+", required=True, help="data files (v0.h5) of those data sets")
@@ -237,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("check", help="Section 9 practitioner checks: residual normality and the VAE-vs-IWAE gap")
+    p.add_argument("--evaluations", nargs="+", required=True, help="evaluation files (each model is checked; "
+                   "methods are compared with the config's checks.gap_reference of the same data set and version)")
+    p.add_argument("--data", nargs="+", required=True, help="the data files of those data sets and versions")
+    p.add_argument("--surrogate", nargs="*", help="surrogate files: adds a ground-truth control row per data set")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--config", nargs="+", help="YAML config file(s) for the 'checks' settings (default: defaults)")
+    group.add_argument("--spec", help="the checks settings as JSON (what the workflow passes)")
+    p.add_argument("--out-csv", help="per-version CSV to write")
+    p.add_argument("--out-md", help="Markdown summary to write (without either output, it is printed)")
+    p.set_defaults(func=cmd_check)
     return parser
 
 
@@ -244,6 +300,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime.keep_freed_memory()
     if args.threads > 0:
         import torch
 

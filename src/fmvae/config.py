@@ -128,6 +128,13 @@ def _experiment_checks(config: dict) -> list[str]:
         restarts = {**config["training"]["restarts"], **entry.get("restarts", {})}
         if restarts["ground_truth"] + restarts["random"] < 1:
             problems.append(f"{where}.restarts: needs at least one restart")
+        if "latent_dim" in entry and restarts["ground_truth"] > 0:
+            for dataset in entry["datasets"]:
+                true_k = groundtruth.get(dataset).latent_dim if dataset in synthetic else entry["latent_dim"]
+                if entry["latent_dim"] != true_k:
+                    problems.append(f"{where}.latent_dim: {entry['latent_dim']} differs from {dataset}'s true K "
+                                    f"{true_k}, so no restart can start at the ground truth; set "
+                                    f"{where}.restarts.ground_truth to 0")
     return problems
 
 
@@ -232,6 +239,7 @@ def experiment_spec(config: dict, experiment: str, dataset: str, method: str) ->
     return {
         "experiment": experiment, "dataset": dataset, "method": method, "seed": config["seed"],
         "grid": grid, "restarts": restarts, "sigma2": entry["sigma2"], "selection": entry["selection"],
+        **({"latent_dim": entry["latent_dim"]} if "latent_dim" in entry else {}),  # absent: the true K
         "training": {**{k: training[k] for k in ("device", "hidden", "negative_slope", "batch_size", "lr",
                                                    "sigma2_init_random", "checkpoint_every_s", "log_every_epochs")},
                      "epochs": entry.get("epochs", training["epochs"]), **training["lin"]},

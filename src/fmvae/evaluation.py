@@ -19,6 +19,7 @@ from fmvae import methods, store
 from fmvae.config import derive_seed, to_json
 from fmvae.data.groundtruth import LINEAR_A_GT
 from fmvae.metrics import linear_gaussian
+from fmvae.metrics.mutual_information import average_latent_mutual_information
 from fmvae.metrics.quadrature import latent_grid, log_marginal
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
 from fmvae.nn import BatchedVAE
@@ -45,7 +46,8 @@ def read_parts(paths) -> dict:
 def load_models(data: DataSet, spec: dict, runs: dict, indices, device) -> BatchedVAE:
     """A stack holding the models ``indices`` of ``runs`` with their trained parameters."""
     plan = [{**runs["models"][i], "init": "random"} for i in indices]
-    model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", None, None, torch.device("cpu"))
+    model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", None, None, torch.device("cpu"),
+                        spec.get("latent_dim"))
     model.load_arrays({k[len("params/"):]: torch.as_tensor(v[list(indices)])
                        for k, v in runs.items() if k.startswith("params/")})
     return model.to(device)
@@ -96,6 +98,15 @@ def quadrature_loglik(model: BatchedVAE, x: torch.Tensor, data: DataSet, grid_po
     return float(log_marginal(x.cpu().numpy().astype(np.float64), fz, grid.log_w, sigma2).mean())
 
 
+def latent_mutual_information(model: BatchedVAE, x: torch.Tensor, neighbours: int, seed: int) -> float:
+    """avg_i I(x; z_i) of model 0 (Table 1): KSG on x against one z ~ q(z|x) per point (METHODS §4)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        mean, log_var = model.encode(x[None])
+        z = mean[0] + torch.exp(0.5 * log_var[0]) * torch.randn(mean.shape[1:], generator=generator).to(x.device)
+    return average_latent_mutual_information(x.cpu().double().numpy(), z.cpu().double().numpy(), k=neighbours)
+
+
 def select(runs: dict, spec: dict, data: DataSet, device, seed: int) -> tuple[int, list[dict]]:
     """Best restart per grid point by validation objective, then the grid point by the criterion."""
     val = np.where(runs["diverged"], -np.inf, runs["val_objective"])
@@ -141,8 +152,9 @@ def evaluate(spec: dict, data_path, version: int, run_paths, out) -> dict:
                                                    x_test, seeds=[seed + 3], chunk=200)[0]),
         "sigma2": float(torch.exp(model.log_sigma2[0].detach()).mean()),
         "sigma2_refit": float(refit_sigma2(model, x_train, settings["sigma2_refit_draws"], seed + 4)[0].mean()),
+        "avg_mi_x_zi": latent_mutual_information(model, x_test, settings["mi_neighbours"], seed + 5),
     }
-    if data.gt.latent_dim == 1:
+    if data.gt.latent_dim == 1 == model.latent_dim:
         metrics["test_loglik_quadrature"] = quadrature_loglik(model, x_test, data)
     if data.decoder[0] == "linear_cholesky":
         A = model.decoder.A[0].detach().cpu().double().numpy()

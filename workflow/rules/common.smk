@@ -123,7 +123,8 @@ def table_files():
 
 # Figures of trained models (version 0 of each data set) ----------------------------------------
 
-from fmvae.report.model_figures import FIGURE5_ROWS, MODEL_FIGURES
+from fmvae.report.model_figures import (FIGURE5_ROWS, LATENT_GROWTH_EXPERIMENTS, LATENT_GROWTH_FIGURES,
+                                       MODEL_FIGURES)
 
 
 def configured(experiment, dataset, method):
@@ -143,14 +144,23 @@ def model_figure_numbers():
     numbers = [n for n, key in MODEL_FIGURES.items() if configured(*key)]
     numbers += [5] if figure5_datasets() else []
     numbers += [1] if configured("linear", "linear_cholesky", "vae") else []
+    numbers += [n for n, d in LATENT_GROWTH_FIGURES.items() if latent_growth_keys(d)]
     return sorted(numbers)
 
 
+def latent_growth_keys(dataset):
+    """Figures 23-24: the VAE evaluations of one 5-D set per K that are configured."""
+    return [(e, dataset, "vae") for e in LATENT_GROWTH_EXPERIMENTS.values() if configured(e, dataset, "vae")]
+
+
 def model_figure_inputs(w):
-    """Evaluation, data and surrogate files of Figure 1, 5 or 8-16 (the CLI recognises each by its attributes)."""
+    """Evaluation, data and surrogate files of Figure 1, 5, 8-16 or 23-24 (the CLI recognises each by its attributes)."""
     number = int(w.number)
     if number == 1:
         keys, datasets = [("linear", "linear_cholesky", "vae")], ["linear_cholesky"]
+    elif number in LATENT_GROWTH_FIGURES:
+        datasets = [LATENT_GROWTH_FIGURES[number]]
+        keys = latent_growth_keys(datasets[0])
     elif number == 5:
         datasets = figure5_datasets()
         keys = [("unsupervised", d, m) for d in datasets for m in ("vae", "iwae") if configured("unsupervised", d, m)]
@@ -163,3 +173,29 @@ def model_figure_inputs(w):
 
 def model_figure_files():
     return [f"results/figures/figure{n}.{ext}" for n in model_figure_numbers() for ext in ("png", "pdf")]
+
+
+# Section 9 practitioner checks ------------------------------------------------------------------
+
+from fmvae.checks import checks_spec
+
+
+def checks_experiments():
+    return [e for e in config["checks"]["experiments"] if e in EXPERIMENTS]
+
+
+def checks_evaluation_files():
+    return [f for e in checks_experiments() for f in evaluation_files(e)]
+
+
+def checks_data_files():
+    return list(dict.fromkeys(f"results/data/{d}/v{v}.h5" for e in checks_experiments() for d, v, _ in experiment_jobs(e)))
+
+
+def checks_surrogate_files():
+    return list(dict.fromkeys(surrogate_file(d) for e in checks_experiments() for d, _, _ in experiment_jobs(e)
+                              if d in WITH_SURROGATE))
+
+
+def checks_files():
+    return [f"results/tables/checks.{ext}" for ext in ("csv", "md")] if checks_evaluation_files() else []

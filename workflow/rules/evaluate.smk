@@ -3,6 +3,7 @@
 
 localrules:
     table,
+    reproduction,
 
 
 rule evaluate:
@@ -39,3 +40,38 @@ rule table:
         "results/logs/table/{table}.log",
     shell:
         "fmvae table {wildcards.table} --evaluations {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule checks:
+    input:
+        evaluations=checks_evaluation_files(),
+        data=checks_data_files(),
+        surrogates=checks_surrogate_files(),
+    output:
+        csv="results/tables/checks.csv",
+        md="results/tables/checks.md",
+    params:
+        spec=as_arg(checks_spec(config)),
+    threads: 1
+    conda:
+        ENV
+    log:
+        "results/logs/checks/checks.log",
+    benchmark:
+        "results/benchmarks/checks/checks.tsv"
+    shell:
+        "fmvae --threads {threads} check --spec {params.spec} --evaluations {input.evaluations} --data {input.data} "
+        "--surrogate {input.surrogates} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule reproduction:
+    input:
+        [f"results/tables/{name}.csv" for name in table_names()],
+    output:
+        "results/REPRODUCTION.md",
+    conda:
+        ENV
+    log:
+        "results/logs/reproduction.log",
+    shell:
+        "fmvae reproduction --tables {input} --out {output} > {log} 2>&1"

@@ -80,7 +80,7 @@ rule model_figure:
         png="results/figures/figure{number}.png",
         pdf="results/figures/figure{number}.pdf",
     wildcard_constraints:
-        number="|".join(str(n) for n in [1, 5, *MODEL_FIGURES]),
+        number="|".join(str(n) for n in [1, 5, *MODEL_FIGURES, *LATENT_GROWTH_FIGURES]),
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {' '.join(input.surrogates)}" if input.surrogates else "",

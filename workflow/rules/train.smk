@@ -1,6 +1,9 @@
 # Training: φ_GT for ground-truth initialisation, then every (experiment, data set, version, method)
 # in parts of training.models_per_job models, each part one batched computation.
 
+# The GPU switch (config cluster.gpu): one GPU per training job on a cluster, else CPU only.
+GPUS = 1 if config["cluster"]["gpu"] else 0
+
 
 rule fit_gt_encoder:
     input:
@@ -12,6 +15,8 @@ rule fit_gt_encoder:
         spec=lambda w: as_arg(cfg.gt_encoder_spec(config, w.dataset)),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
     threads: 1
+    resources:
+        gpu=GPUS,
     conda:
         ENV
     log:
@@ -35,6 +40,8 @@ rule train:
         init=lambda w, input: (f"--surrogate {input.surrogate} " if input.surrogate else "")
         + (f"--gt-encoder {input.gt_encoder}" if input.gt_encoder else ""),
     threads: 1
+    resources:
+        gpu=GPUS,
     conda:
         ENV
     log:

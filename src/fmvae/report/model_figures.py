@@ -31,6 +31,10 @@ MODEL_FIGURES = {8: ("unsupervised", "circle", "vae"), 9: ("unsupervised", "abso
                  14: ("unsupervised", "clusters", "lin"), 15: ("unsupervised", "clusters", "iwae"),
                  16: ("spiral_learned", "spiral_dots", "vae")}
 FIGURE5_ROWS = ("figure8", "clusters", "circle", "absolute_value")
+# Figures 23–24: number -> 5-D data set whose VAE posteriors are shown as K grows (experiments
+# signal_noise_K1 and signal_noise_K2, version 0).
+LATENT_GROWTH_FIGURES = {23: "clusters_5d", 24: "figure8_5d"}
+LATENT_GROWTH_EXPERIMENTS = {1: "signal_noise_K1", 2: "signal_noise_K2"}
 # [choice] The starred x of the posterior panels are the true noise-free means f(z) at these z: fixed,
 # on the curve and distinct on every set (asymmetric, for f(z) = f(−z); one per Clusters plateau);
 # they include the multi-modal cases the captions name: Figure-8's crossing, Circle's x ≈ (1, 0).
@@ -243,6 +247,65 @@ def figure1(out_paths, evaluation_path, data_path, style: dict) -> tuple[float, 
     return rhos[0], rhos[1]
 
 
+def _posterior_curves(ax, z, post, q=None):
+    """1-D posteriors (rows of ``post`` on the grid ``z``), optionally q(z|x) as (mean, var) dashed."""
+    for i, p in enumerate(post):
+        ax.plot(z, p / (z[1] - z[0]), color=f"C{i}", label=f"x{i + 1}")
+        if q is not None:
+            ax.plot(z, norm.pdf(z, q[0][i, 0], np.sqrt(q[1][i, 0])), color=f"C{i}", linestyle="--", lw=1)
+    ax.set_xlim(-4, 4)
+    ax.set_xlabel("z")
+    ax.set_ylabel("density")
+
+
+def latent_growth_figure(number: int, out_paths, evaluations: dict, data_path, surrogate_path, style: dict) -> None:
+    """Figures 23–24: posteriors as K grows on a 5-D set, at the marked x = f_GT(z) (noise-free 5-D
+    points, z in ``MARK_Z``): (a) true p(z|x) under the surrogate (K = 1); (b) the K = 1 VAE's
+    p_θ(z|x) with q(z|x); (c) the K = 2 VAE's p_θ(z|x) on a 2-D z grid, drawn as the contours that
+    enclose 50% and 90% of its mass, with q(z|x)'s mean and 2-sd box. ``evaluations``: K -> file."""
+    style = _style(style)
+    data = _truth(data_path, surrogate_path, style)
+    marked = data.f(np.array(MARK_Z)[:, None])
+    z = data.grid.z[:, 0]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    _posterior_curves(axes[0], z, quadrature.posterior(marked, data.fz, data.grid.log_w, data.noise_variance))
+    axes[0].legend(fontsize=6)
+    axes[0].set_title(f"(a) true posterior, K = 1 (σ² = {data.noise_variance:.3g})", fontsize=8)
+    if 1 in evaluations:
+        one = LearnedModel(evaluations[1])
+        post = quadrature.posterior(marked, one.f(data.grid.z), data.grid.log_w, one.sigma2)
+        _posterior_curves(axes[1], z, post, one.q(marked))
+        axes[1].plot([], [], color="0.3", linestyle="--", lw=1, label="q(z|x), encoder")
+        axes[1].legend(fontsize=6)
+        axes[1].set_title(f"(b) learned posterior, K = 1 (mean σ² = {one.sigma2.mean():.3g})", fontsize=8)
+    if 2 in evaluations:
+        two = LearnedModel(evaluations[2])
+        n = style["grid_points"]
+        axis = np.linspace(-4, 4, n)
+        zz = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+        log_prior = norm.logpdf(zz).sum(1)
+        post = quadrature.posterior(marked, two.f(zz), log_prior, two.sigma2)
+        mean, var = two.q(marked)
+        ax = axes[2]
+        for i, p in enumerate(post):
+            order = np.sort(p)[::-1]
+            levels = [order[np.searchsorted(np.cumsum(order), mass)] for mass in (0.9, 0.5)]
+            ax.contour(axis, axis, p.reshape(n, n), levels=levels, colors=f"C{i}", linewidths=(0.8, 1.6))
+            sd = 2 * np.sqrt(var[i])
+            ax.add_patch(plt.Rectangle(mean[i] - sd, *(2 * sd), fill=False, color=f"C{i}", linestyle="--", lw=0.8))
+            ax.plot(*mean[i], marker="+", color=f"C{i}")
+        ax.set_aspect("equal")
+        ax.set_xlabel("$z_1$")
+        ax.set_ylabel("$z_2$")
+        ax.set_title(f"(c) learned posterior, K = 2: 50%/90% mass contours; q(z|x) mean ± 2 sd dashed\n"
+                     f"(mean σ² = {two.sigma2.mean():.3g})", fontsize=8)
+    name = "Clusters" if data.gt.name.startswith("clusters") else "Figure-8"
+    fig.suptitle(f"Figure {number}: VAE posteriors as the latent dimension K grows, {name} example embedded in 5-D "
+                 f"(x = Aᵀf(z) + ε); the marked x are noise-free 5-D points f_GT(z), z ∈ {list(MARK_Z)}", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out_paths, style["dpi"])
+
+
 def _attrs(path) -> dict:
     with h5py.File(path, "r") as f:
         return store.read_attrs(f)
@@ -254,6 +317,10 @@ def plot_model_figure(number: int, out_paths, evaluations, data, surrogates, sty
     data, surrogates = ({_attrs(p)["dataset"]: p for p in paths} for paths in (data, surrogates))
     if number == 1:
         return figure1(out_paths, by_key[("linear", "linear_cholesky", "vae")], data["linear_cholesky"], style)
+    if number in LATENT_GROWTH_FIGURES:
+        dataset = LATENT_GROWTH_FIGURES[number]
+        by_k = {k: by_key[(e, dataset, "vae")] for k, e in LATENT_GROWTH_EXPERIMENTS.items() if (e, dataset, "vae") in by_key}
+        return latent_growth_figure(number, out_paths, by_k, data[dataset], surrogates.get(dataset), style)
     if number == 5:
         return figure5(out_paths, {(d, m): p for (e, d, m), p in by_key.items() if e == "unsupervised"},
                        data, surrogates, style)

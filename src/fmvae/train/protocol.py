@@ -93,11 +93,12 @@ def ground_truth_decoder(data: DataSet, surrogate_path) -> dict:
 
 
 def build_model(data: DataSet, training: dict, plan: list[dict], learn_sigma2: bool,
-                gt_decoder: dict | None, gt_encoder: dict | None, device) -> BatchedVAE:
+                gt_decoder: dict | None, gt_encoder: dict | None, device, latent_dim: int | None = None) -> BatchedVAE:
+    """The stack of ``plan``'s models; ``latent_dim`` None means the data set's true K."""
     kind, options = data.decoder
     sigma2 = torch.tensor([data.noise_variance if (m["init"] == "ground_truth" or not learn_sigma2)
                            else training["sigma2_init_random"] for m in plan])[:, None]
-    model = BatchedVAE(len(plan), data.gt.data_dim, data.gt.latent_dim, training["hidden"], training["negative_slope"],
+    model = BatchedVAE(len(plan), data.gt.data_dim, latent_dim or data.gt.latent_dim, training["hidden"], training["negative_slope"],
                        seeds=[m["seed"] for m in plan], sigma2_init=sigma2, learn_sigma2=learn_sigma2,
                        decoder=kind, decoder_options=options)
     at_truth = [i for i, m in enumerate(plan) if m["init"] == "ground_truth"]
@@ -159,7 +160,8 @@ def train_part(spec: dict, data_path, version: int, part: int, out, surrogate_pa
     needs_truth = any(m["init"] == "ground_truth" for m in plan)
     gt_decoder = ground_truth_decoder(data, surrogate_path) if needs_truth else None
     gt_encoder = read_arrays(gt_encoder_path, "encoder") if needs_truth else None
-    model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", gt_decoder, gt_encoder, device)
+    model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", gt_decoder, gt_encoder, device,
+                        spec.get("latent_dim"))
     hyper = {name: np.array([m["hyper"][name] for m in plan]) for name in method.hyper}
     name = f"{spec['experiment']}/{data.name}/v{version}/{spec['method']} part {part}"
     log.info("%s: %d models on %s (%s)", name, len(plan), device,

@@ -1,0 +1,140 @@
+"""The compute plan of a configuration: jobs per rule, models, optimiser steps and a time estimate.
+
+Jobs per rule come from Snakemake's own dry run of the whole workflow in an empty directory (so
+they are the DAG's numbers, not a re-derivation). Models and optimiser steps come from the training
+protocol (:func:`fmvae.train.protocol.model_plan`): per training job, its models × epochs × steps
+per epoch (⌊n_train / batch⌋), plus φ_GT's restarts. A time estimate converts them with a
+throughput measurement of ``benchmarks/throughput.py`` (batched model-steps per second at the job's
+number of models, interpolated log-log between the measured rows).
+
+Relative costs of a step [choice, stated so the estimate can be checked]: an IWAE step with S
+samples costs (1 + S)/2 VAE steps (one encoder pass, S decoder passes); a LIN step costs
+``lin_factor`` VAE steps (its aggressive inner loop; default 4.4, the ratio of the mean LIN to the
+mean VAE training job measured in the default run). The estimate is for the benchmark's network
+(3×50, D = 2); the real data sets' wider inputs cost somewhat more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fmvae import config as cfg
+from fmvae import methods
+from fmvae.train.protocol import model_plan, part_count
+
+LIN_FACTOR = 4.4
+
+
+def step_cost(method: str, hyper: dict, lin_factor: float = LIN_FACTOR) -> float:
+    """Cost of one optimiser step of one model, in VAE steps."""
+    if methods.get(method).objective == "iwae":
+        return (1 + hyper["S"]) / 2
+    return lin_factor if methods.get(method).schedule == "lagging" else 1.0
+
+
+def training_jobs(config: dict, lin_factor: float = LIN_FACTOR) -> list[dict]:
+    """One row per training job (and per φ_GT job): models, optimiser steps, VAE-step equivalents."""
+    rows = []
+    batch = config["training"]["batch_size"]
+    gt_versions: dict[str, int] = {}  # φ_GT is fitted per version of a set some GT restart needs
+    for experiment in cfg.experiment_names(config):
+        entry = config["experiments"][experiment]
+        for dataset in entry["datasets"]:
+            n_train = cfg.synthetic_spec(config, dataset)["n_train"]
+            for method in entry["methods"]:
+                spec = cfg.experiment_spec(config, experiment, dataset, method)
+                steps = spec["training"]["epochs"] * (n_train // batch)
+                versions = cfg.experiment_versions(config, experiment, dataset)
+                if spec["restarts"]["ground_truth"] > 0:
+                    gt_versions[dataset] = max(gt_versions.get(dataset, 0), versions)
+                for version in range(versions):
+                    plan = model_plan(spec, version)
+                    per_job = spec["models_per_job"] or len(plan)
+                    for part in range(part_count(spec, version)):
+                        models = plan[part * per_job:(part + 1) * per_job]
+                        rows.append({"rule": "train", "experiment": experiment, "dataset": dataset,
+                                     "method": method, "models": len(models), "steps_per_model": steps,
+                                     "model_steps": len(models) * steps,
+                                     "vae_step_equivalents": steps * sum(step_cost(method, m["hyper"], lin_factor)
+                                                                         for m in models)})
+    gt = config["training"]["gt_encoder"]
+    for dataset, versions in sorted(gt_versions.items()):
+        steps = gt["epochs"] * (cfg.synthetic_spec(config, dataset)["n_train"] // batch)
+        for _ in range(versions):
+            rows.append({"rule": "fit_gt_encoder", "experiment": "", "dataset": dataset, "method": "vae",
+                         "models": gt["restarts"], "steps_per_model": steps, "model_steps": gt["restarts"] * steps,
+                         "vae_step_equivalents": gt["restarts"] * steps})
+    return rows
+
+
+def dag_job_counts(configfiles, snakefile: Path) -> dict[str, int]:
+    """Jobs per rule of the whole workflow from ``snakemake --dry-run`` in an empty directory."""
+    with tempfile.TemporaryDirectory() as work:
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules",
+                                 "--snakefile", str(snakefile), "--directory", work,
+                                 "--configfile", *[str(Path(c).resolve()) for c in configfiles]],
+                                capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"snakemake --dry-run failed:\n{result.stderr[-2000:]}")
+    counts = {}
+    for line in (result.stdout + result.stderr).splitlines():
+        match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s+(\d+)\s*", line)
+        if match and match.group(1) not in ("total", "job", "count"):
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def throughput_at(benchmark: dict, models: int) -> float:
+    """Batched model-steps per second at ``models`` models, log-log interpolated (clamped at the ends)."""
+    rows = sorted(benchmark["rows"], key=lambda r: r["models"])
+    m = np.log([r["models"] for r in rows])
+    rate = np.log([r["batched_model_steps_per_s"] for r in rows])
+    return float(np.exp(np.interp(math.log(models), m, rate)))
+
+
+def estimate_seconds(jobs: list[dict], benchmark: dict) -> float:
+    """Seconds to run every training job one after another on the benchmark's device."""
+    return sum(job["vae_step_equivalents"] / throughput_at(benchmark, job["models"]) for job in jobs)
+
+
+def report(configfiles, snakefile: Path, benchmarks: dict[str, Path], lin_factor: float = LIN_FACTOR,
+           dag: bool = True) -> str:
+    """The plan as Markdown: jobs per rule, training totals, and one time estimate per benchmark."""
+    config = cfg.load_config(configfiles)
+    jobs = training_jobs(config, lin_factor)
+    lines = [f"# Compute plan for {', '.join(map(str, configfiles))}", ""]
+    if dag:
+        counts = dag_job_counts(configfiles, snakefile)
+        lines += ["| rule | jobs |", "|---|---|"] + [f"| {k} | {v} |" for k, v in counts.items()]
+        lines += [f"| **total** | {sum(counts.values())} |", ""]
+    lines += ["| rule | jobs | models | optimiser steps (model-steps) | VAE-step equivalents | models per job |",
+              "|---|---|---|---|---|---|"]
+    for rule in ("train", "fit_gt_encoder"):
+        mine = [j for j in jobs if j["rule"] == rule]
+        if mine:
+            per_job = sorted({j["models"] for j in mine})
+            lines.append(f"| {rule} | {len(mine)} | {sum(j['models'] for j in mine):,} | "
+                         f"{sum(j['model_steps'] for j in mine):.3g} | {sum(j['vae_step_equivalents'] for j in mine):.3g} | "
+                         f"{per_job[0]}–{per_job[-1]} |")
+    lines.append("")
+    for label, path in benchmarks.items():
+        if path is None or not Path(path).exists():
+            lines.append(f"- {label}: no throughput measurement ({path or 'none given'}); run "
+                         f"`python benchmarks/throughput.py{' --device cuda' if 'GPU' in label else ''}` there first.")
+            continue
+        bench = json.loads(Path(path).read_text())
+        seconds = estimate_seconds(jobs, bench)
+        machine = bench["machine"]
+        where = machine.get("gpu") or f"{machine['threads']} CPU thread(s)"
+        lines.append(f"- {label}: {seconds / 3600:.1f} hours of training one job after another on {where} "
+                     f"({path}); spread over P parallel workers, about {seconds / 3600:.1f}/P hours.")
+    lines += ["", f"Step costs: IWAE (1 + S)/2, LIN {lin_factor} VAE steps (see `fmvae.plan`)."]
+    return "\n".join(lines) + "\n"

@@ -30,7 +30,7 @@ rule table:
     input:
         lambda w: list(dict.fromkeys(f for rule in TABLES[w.table] for f in evaluation_files(rule.experiment))),
     output:
-        csv="results/tables/{table}.csv",
+        csv=report("results/tables/{table}.csv", caption="../report/table.rst", category="Tables"),
         md="results/tables/{table}.md",
     wildcard_constraints:
         table="|".join(TABLES),
@@ -68,7 +68,7 @@ rule reproduction:
     input:
         [f"results/tables/{name}.csv" for name in table_names()],
     output:
-        "results/REPRODUCTION.md",
+        report("results/REPRODUCTION.md", caption="../report/reproduction.rst", category="Summary"),
     conda:
         ENV
     log:

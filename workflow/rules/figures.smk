@@ -15,7 +15,7 @@ rule plot_data:
         data=lambda w: first_data_file(w.dataset),
         surrogate=lambda w: surrogate_file(w.dataset),
     output:
-        "results/figures/data/{dataset}.png",
+        report("results/figures/data/{dataset}.png", caption="../report/data.rst", category="Data sets"),
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
@@ -29,7 +29,7 @@ rule plot_data:
 
 rule figure2:
     output:
-        png="results/figures/figure2.png",
+        png=report("results/figures/figure2.png", caption="../report/figure2.rst", category="Figures"),
         pdf="results/figures/figure2.pdf",
     params:
         style=figure_style(),
@@ -43,7 +43,7 @@ rule figure2:
 
 rule figure3:
     output:
-        png="results/figures/figure3.png",
+        png=report("results/figures/figure3.png", caption="../report/figure3.rst", category="Figures"),
         pdf="results/figures/figure3.pdf",
     params:
         style=figure_style(),
@@ -60,7 +60,7 @@ rule figure4:
         data=["results/data/figure8/v0.h5", "results/data/clusters/v0.h5"],
         surrogates=["results/surrogates/figure8.h5", "results/surrogates/clusters.h5"],
     output:
-        png="results/figures/figure4.png",
+        png=report("results/figures/figure4.png", caption="../report/figure4.rst", category="Figures"),
         pdf="results/figures/figure4.pdf",
     params:
         style=figure_style(),
@@ -77,7 +77,7 @@ rule model_figure:
     input:
         unpack(model_figure_inputs),
     output:
-        png="results/figures/figure{number}.png",
+        png=report("results/figures/figure{number}.png", caption="../report/figure.rst", category="Figures"),
         pdf="results/figures/figure{number}.pdf",
     wildcard_constraints:
         number="|".join(str(n) for n in [1, 5, *MODEL_FIGURES, *LATENT_GROWTH_FIGURES]),

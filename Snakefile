@@ -11,11 +11,15 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/adversarial.smk"
 
 
 rule all:
@@ -28,4 +32,5 @@ rule all:
         table_files(),
         model_figure_files(),
         checks_files(),
+        figure7_files(),
         "results/REPRODUCTION.md",

@@ -69,6 +69,10 @@ def test_smoke_workflow_end_to_end(smoke_run):
     checks = (results / "tables" / "checks.csv").read_text().splitlines()  # 4 data sets × (3 methods + ground truth)
     assert checks[0].startswith("experiment,dataset,version,method,") and len(checks) == 1 + 4 * 4
     assert "| clusters | vae | 1 |" in (results / "tables" / "checks.md").read_text()
+    assert (results / "figures" / "figure7.png").stat().st_size > 1000  # Appendix F: Figure 7 and its table
+    figure7 = (results / "tables" / "figure7.csv").read_text().splitlines()
+    assert figure7[0] == table2[0] and any(
+        line.startswith("figure7,circle,VAE,mismatched_K2_sigma2_learned,projection_distance,") for line in figure7)
     assert not [p for p in results.rglob(".*") if p.is_file()], "temporary files left behind"
     assert (results / "logs" / "fit_surrogate" / "figure8.log").read_text().count("round 1") >= 1
     again = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "local.yaml")

@@ -170,6 +170,26 @@ def cmd_reproduction(args) -> None:
     write_reproduction(args.tables, args.out)
 
 
+def cmd_adversarial(args) -> None:
+    from fmvae.adversarial import adversarial_spec, run_version
+
+    spec = json.loads(args.spec) if args.spec else adversarial_spec(cfg.load_config(args.config))
+    run_version(spec, args.data, args.surrogate, args.version, args.out)
+
+
+def cmd_figure7(args) -> None:
+    from fmvae.report import adversarial_figure
+
+    if not (args.out or args.out_csv or args.out_md):
+        raise SystemExit("give --out (figure) and/or --out-csv and --out-md (table)")
+    if args.out:
+        adversarial_figure.figure7(args.results[0], args.out, json.loads(args.style))
+    if args.out_csv or args.out_md:
+        if not (args.out_csv and args.out_md):
+            raise SystemExit("the table needs both --out-csv and --out-md")
+        adversarial_figure.write_table(args.results, args.out_csv, args.out_md)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmvae", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -248,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
     p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
     p.set_defaults(func=cmd_plot_model_figure)
+    p = sub.add_parser("adversarial", help="Appendix F: classifier, attack and the two VAEs' projections (one version)")
+    p.add_argument("version", type=int)
+    _add_source(p)
+    p.add_argument("--data", required=True, help="the data file of that version")
+    p.add_argument("--surrogate", required=True, help="the data set's surrogate HDF5 (θ_GT)")
+    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.set_defaults(func=cmd_adversarial)
+
+    p = sub.add_parser("figure7", help="Figure 7 and/or its table from the files of 'adversarial'")
+    p.add_argument("--results", nargs="+", required=True, help="files of 'adversarial' (the figure draws the first)")
+    p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
+    p.add_argument("--out", nargs="*", help="figure files (.png, .pdf)")
+    p.add_argument("--out-csv", help="table CSV (mean ± std over the files)")
+    p.add_argument("--out-md", help="table Markdown")
+    p.set_defaults(func=cmd_figure7)
+
     p = sub.add_parser("fit-gt-encoder", help="fit φ_GT: encoders trained with the decoder frozen at θ_GT")
     p.add_argument("dataset")
     p.add_argument("version", type=int)

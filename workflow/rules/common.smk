@@ -199,3 +199,24 @@ def checks_surrogate_files():
 
 def checks_files():
     return [f"results/tables/checks.{ext}" for ext in ("csv", "md")] if checks_evaluation_files() else []
+
+
+# Appendix F: Figure 7 and its table (the config's adversarial section) ---------------------------
+
+from fmvae.adversarial import adversarial_spec, adversarial_versions
+
+ADVERSARIAL_DATASET = config["adversarial"]["dataset"]
+
+
+def adversarial_files():
+    """Per-version files of the adversarial rule (none when the data set is not configured)."""
+    if ADVERSARIAL_DATASET not in SYNTHETIC:
+        return []
+    return [f"results/adversarial/{ADVERSARIAL_DATASET}/v{v}.h5" for v in range(adversarial_versions(config))]
+
+
+def figure7_files():
+    if not adversarial_files():
+        return []
+    return [f"results/figures/figure7.{ext}" for ext in ("png", "pdf")] + [
+        f"results/tables/figure7.{ext}" for ext in ("csv", "md")]

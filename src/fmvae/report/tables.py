@@ -114,13 +114,17 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(name: str, evaluation_paths, csv_path, md_path) -> list[dict]:
-    rows = finish(collect(name, evaluation_paths))
+def write_rows(rows: list[dict], csv_path, md_path, title: str, preamble: str = "") -> list[dict]:
+    """Finished rows as the CSV (``COLUMNS``) and the Markdown table, each written atomically."""
     with atomic_path(csv_path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
     with atomic_path(md_path) as tmp:
-        tmp.write_text(f"# {name}\n\n" + markdown(rows))
+        tmp.write_text(f"# {title}\n\n" + (preamble + "\n\n" if preamble else "") + markdown(rows))
     return rows
+
+
+def write_table(name: str, evaluation_paths, csv_path, md_path) -> list[dict]:
+    return write_rows(finish(collect(name, evaluation_paths)), csv_path, md_path, name)

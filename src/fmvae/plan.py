@@ -108,7 +108,8 @@ def estimate_seconds(jobs: list[dict], benchmark: dict) -> float:
 def report(configfiles, snakefile: Path, benchmarks: dict[str, Path], lin_factor: float = LIN_FACTOR,
            dag: bool = True) -> str:
     """The plan as Markdown: jobs per rule, training totals, and one time estimate per benchmark."""
-    config = cfg.load_config(configfiles)
+    # As Snakemake does: the Snakefile's own config/config.yaml, then the given files on top of it.
+    config = cfg.load_config([snakefile.parent / "config" / "config.yaml", *configfiles])
     jobs = training_jobs(config, lin_factor)
     lines = [f"# Compute plan for {', '.join(map(str, configfiles))}", ""]
     if dag:

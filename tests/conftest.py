@@ -68,9 +68,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 # Workflow helpers ------------------------------------------------------------------------------
 
 
+def snakemake_env(env=None) -> dict:
+    """``env`` (default: this process's) with this interpreter's folder first on PATH, so the rules'
+    ``fmvae`` command is the one under test."""
+    return {**(env or os.environ), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def snakemake(workdir, *args, timeout=1200, env=None):
     """Run Snakemake in ``workdir`` with this interpreter's environment (fmvae on PATH)."""
-    env = {**(env or os.environ), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = snakemake_env(env)
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import snakemake_env
+
 pytestmark = pytest.mark.workflow
 
 TARGET = "results/runs/unsupervised/circle/v0/vae/part0.h5"
@@ -23,9 +25,8 @@ LONG = {"experiments": {"unsupervised": {"epochs": 1500}}, "training": {"checkpo
 
 
 def start(work, *extra):
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.Popen([sys.executable, "-m", "snakemake", TARGET, "--cores", "1", "--rerun-triggers", "mtime",
-                             "--configfile", "config/smoke.yaml", "local.yaml", "long.yaml", *extra], cwd=work, env=env,
+                             "--configfile", "config/smoke.yaml", "local.yaml", "long.yaml", *extra], cwd=work, env=snakemake_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

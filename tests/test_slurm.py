@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SmokeRun, copy_workflow
+from conftest import SmokeRun, copy_workflow, snakemake_env
 from fmvae import store
 
 _spec = importlib.util.spec_from_file_location("fmvae_test_slurm", Path(__file__).parent / "cluster" / "slurm.py")
@@ -99,11 +99,10 @@ def prepare(work_root: Path, name: str, local: SmokeRun) -> Path:
 def start(work: Path, extra_configs: list[str], args: list[str], timeout: int) -> subprocess.Popen:
     """Snakemake on the smoke config (plus ``extra_configs``) in ``work``, killed with SIGINT after
     ``timeout`` seconds (Snakemake then cancels its SLURM jobs); output in work/snakemake.log."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with open(work / "snakemake.log", "w") as log:
         return subprocess.Popen(["timeout", "-s", "INT", "-k", "30", str(timeout), sys.executable, "-m", "snakemake",
                                  "--configfile", "config/smoke.yaml", "local.yaml", *extra_configs, *args],
-                                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=work, env=snakemake_env(), stdout=log, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture(scope="module")

@@ -66,20 +66,21 @@ class BatchedAdam:
             p.sub_(update)
 
     def _fused_step(self, active: torch.Tensor) -> bool:
-        """The fused kernel, if the active models share one step count; False if they do not."""
+        """The fused kernel, if the active models share one step count and every parameter has a
+        gradient (else the elementwise form, which skips parameters without one); False if not."""
         counts = self.steps[active]
         if len(counts) == 0:
             return True
-        if bool(counts.min() != counts.max()):
+        if bool(counts.min() != counts.max()) or any(p.grad is None for p in self.params):
             return False
+        state = (*self.params, *self.exp_avg, *self.exp_avg_sq)
         inactive = (~active).nonzero().flatten()
-        saved = [t[inactive].clone() for t in (*self.params, *self.exp_avg, *self.exp_avg_sq)]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        saved = [t[inactive] for t in state] if len(inactive) else []  # indexing copies
         state_steps = [counts[0].clone() for _ in self.params]  # the kernel advances these
-        _functional_adam(self.params, grads, self.exp_avg, self.exp_avg_sq, [], state_steps, fused=True,
-                         amsgrad=False, beta1=self.beta1, beta2=self.beta2, lr=self.lr, weight_decay=0.0,
-                         eps=self.eps, maximize=False)
-        for tensor, kept in zip((*self.params, *self.exp_avg, *self.exp_avg_sq), saved):
+        _functional_adam(self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq, [], state_steps,
+                         fused=True, amsgrad=False, beta1=self.beta1, beta2=self.beta2, lr=self.lr,
+                         weight_decay=0.0, eps=self.eps, maximize=False)
+        for tensor, kept in zip(state, saved):
             tensor[inactive] = kept
         self.steps += active.to(self.steps.dtype)
         return True

@@ -156,16 +156,8 @@ def model_panels(axes, evaluation_path, data_path, surrogate_path, style: dict):
     data.posterior_panel(axes[3], marked)
     axes[3].set_title("(c) posteriors p(z|x) under the true f", fontsize=8)
     ax = axes[4]
-    z = data.grid.z[:, 0]
     post = quadrature.posterior(marked, learned.f(data.grid.z)[:, :2], data.grid.log_w, learned.sigma2[:2])
-    mean, var = learned.q(marked)
-    for i, p in enumerate(post):
-        ax.plot(z, p / (z[1] - z[0]), color=f"C{i}", label=f"x{i + 1}: $p_θ(z|x)$")
-        ax.plot(z, norm.pdf(z, mean[i, 0], np.sqrt(var[i, 0])), color=f"C{i}", linestyle="--", lw=1)
-    ax.plot([], [], color="0.3", linestyle="--", lw=1, label="q(z|x), encoder")
-    ax.set_xlim(-4, 4)
-    ax.set_xlabel("z")
-    ax.set_ylabel("density")
+    _posterior_curves(ax, data.grid.z[:, 0], post, learned.q(marked), label="x{}: $p_θ(z|x)$")
     ax.legend(fontsize=6)
     ax.set_title("(d) posteriors under the learned $f_θ$ (solid) and q(z|x) (dashed)", fontsize=8)
     return learned, sc
@@ -247,12 +239,15 @@ def figure1(out_paths, evaluation_path, data_path, style: dict) -> tuple[float, 
     return rhos[0], rhos[1]
 
 
-def _posterior_curves(ax, z, post, q=None):
-    """1-D posteriors (rows of ``post`` on the grid ``z``), optionally q(z|x) as (mean, var) dashed."""
+def _posterior_curves(ax, z, post, q=None, label: str = "x{}"):
+    """1-D posteriors (rows of ``post`` on the grid ``z``), optionally q(z|x) as (mean, var) dashed
+    with a legend entry for it."""
     for i, p in enumerate(post):
-        ax.plot(z, p / (z[1] - z[0]), color=f"C{i}", label=f"x{i + 1}")
+        ax.plot(z, p / (z[1] - z[0]), color=f"C{i}", label=label.format(i + 1))
         if q is not None:
             ax.plot(z, norm.pdf(z, q[0][i, 0], np.sqrt(q[1][i, 0])), color=f"C{i}", linestyle="--", lw=1)
+    if q is not None:
+        ax.plot([], [], color="0.3", linestyle="--", lw=1, label="q(z|x), encoder")
     ax.set_xlim(-4, 4)
     ax.set_xlabel("z")
     ax.set_ylabel("density")
@@ -275,7 +270,6 @@ def latent_growth_figure(number: int, out_paths, evaluations: dict, data_path, s
         one = LearnedModel(evaluations[1])
         post = quadrature.posterior(marked, one.f(data.grid.z), data.grid.log_w, one.sigma2)
         _posterior_curves(axes[1], z, post, one.q(marked))
-        axes[1].plot([], [], color="0.3", linestyle="--", lw=1, label="q(z|x), encoder")
         axes[1].legend(fontsize=6)
         axes[1].set_title(f"(b) learned posterior, K = 1 (mean σ² = {one.sigma2.mean():.3g})", fontsize=8)
     if 2 in evaluations:

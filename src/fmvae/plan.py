@@ -108,12 +108,14 @@ def estimate_seconds(jobs: list[dict], benchmark: dict) -> float:
 def report(configfiles, snakefile: Path, benchmarks: dict[str, Path], lin_factor: float = LIN_FACTOR,
            dag: bool = True) -> str:
     """The plan as Markdown: jobs per rule, training totals, and one time estimate per benchmark."""
-    # As Snakemake does: the Snakefile's own config/config.yaml, then the given files on top of it.
-    config = cfg.load_config([snakefile.parent / "config" / "config.yaml", *configfiles])
+    # As a run from the repository does: the Snakefile's own config/config.yaml, then the given files
+    # on top of it (a dry run in another folder would not find config/config.yaml by itself).
+    merged = [snakefile.parent / "config" / "config.yaml", *configfiles]
+    config = cfg.load_config(merged)
     jobs = training_jobs(config, lin_factor)
     lines = [f"# Compute plan for {', '.join(map(str, configfiles))}", ""]
     if dag:
-        counts = dag_job_counts(configfiles, snakefile)
+        counts = dag_job_counts(merged, snakefile)
         lines += ["| rule | jobs |", "|---|---|"] + [f"| {k} | {v} |" for k, v in counts.items()]
         lines += [f"| **total** | {sum(counts.values())} |", ""]
     lines += ["| rule | jobs | models | optimiser steps (model-steps) | VAE-step equivalents | models per job |",

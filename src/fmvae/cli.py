@@ -126,7 +126,8 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from fmvae.evaluation import evaluate
 
-    evaluate(_run_spec(args, cfg.evaluation_spec), args.data, args.version, args.runs, args.out)
+    evaluate(_run_spec(args, cfg.evaluation_spec), args.data, args.version, args.runs, args.out,
+             surrogate_path=args.surrogate)
 
 
 def cmd_table(args) -> None:
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--version", type=int, required=True)
     p.add_argument("--runs", nargs="+", required=True, help="every training part of this method")
+    p.add_argument("--surrogate", help="surrogate HDF5 (θ_GT: the true p(x|y) of a semi-supervised synthetic set)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 

@@ -107,13 +107,35 @@ def _experiment_checks(config: dict) -> list[str]:
     from fmvae import methods
 
     problems = []
-    synthetic = list(config["data"]["synthetic"])
+    synthetic, real = list(config["data"]["synthetic"]), real_names(config)
     for name, entry in config.get("experiments", {}).items():
         where = f"experiments.{name}"
+        restarts = {**config["training"]["restarts"], **entry.get("restarts", {})}
         for dataset in entry["datasets"]:
-            if dataset not in synthetic:
+            if dataset not in synthetic + real:
                 problems.append(f"{where}.datasets: {dataset!r} is not allowed; allowed values: "
-                                f"{', '.join(map(repr, synthetic))} (keys of data.synthetic)")
+                                f"{', '.join(map(repr, synthetic + real))} (keys of data.synthetic and data.real.datasets)")
+                continue
+            labelled = dataset in real or bool(groundtruth.get(dataset).label)
+            for method in entry["methods"]:
+                if method in methods.METHODS and methods.METHODS[method].semi_supervised and not labelled:
+                    problems.append(f"{where}.methods.{method}: a semi-supervised method needs a labelled data set; "
+                                    f"{dataset} has no labels")
+            if dataset in real:
+                if restarts["ground_truth"] > 0:
+                    problems.append(f"{where}.restarts.ground_truth: {dataset} is a real set with no ground truth; set it to 0")
+                if not isinstance(entry["sigma2"], list):
+                    problems.append(f"{where}.sigma2: {dataset} is a real set with no true σ²; give a list of fixed "
+                                    "values (paper: [0.01, 0.5])")
+            k = experiment_latent_dim(entry, dataset)
+            if k is None and dataset in real:
+                problems.append(f"{where}.latent_dim: {dataset} is a real set; give its K")
+            elif k is not None and restarts["ground_truth"] > 0 and dataset in synthetic:
+                true_k = groundtruth.get(dataset).latent_dim
+                if k != true_k:
+                    problems.append(f"{where}.latent_dim: {k} differs from {dataset}'s true K "
+                                    f"{true_k}, so no restart can start at the ground truth; set "
+                                    f"{where}.restarts.ground_truth to 0")
         for method, grid in entry["methods"].items():
             if method not in methods.METHODS:
                 problems.append(f"{where}.methods.{method}: unknown method; allowed: {', '.join(methods.METHODS)}")
@@ -123,19 +145,19 @@ def _experiment_checks(config: dict) -> list[str]:
                 problems.append(f"{where}.methods.{method}: hyper-parameters {sorted(grid)} given; "
                                 f"{method} needs exactly {sorted(expected) or 'none'}")
             for key in ("S", "R"):
-                if any(v != int(v) for v in grid.get(key, [])):
-                    problems.append(f"{where}.methods.{method}.{key}: must be whole numbers")
-        restarts = {**config["training"]["restarts"], **entry.get("restarts", {})}
+                if any(v != int(v) or v < 1 for v in grid.get(key, [])):
+                    problems.append(f"{where}.methods.{method}.{key}: must be whole numbers ≥ 1")
+            if any(v <= 0 for v in grid.get("T", [])):
+                problems.append(f"{where}.methods.{method}.T: must be positive")
         if restarts["ground_truth"] + restarts["random"] < 1:
             problems.append(f"{where}.restarts: needs at least one restart")
-        if "latent_dim" in entry and restarts["ground_truth"] > 0:
-            for dataset in entry["datasets"]:
-                true_k = groundtruth.get(dataset).latent_dim if dataset in synthetic else entry["latent_dim"]
-                if entry["latent_dim"] != true_k:
-                    problems.append(f"{where}.latent_dim: {entry['latent_dim']} differs from {dataset}'s true K "
-                                    f"{true_k}, so no restart can start at the ground truth; set "
-                                    f"{where}.restarts.ground_truth to 0")
     return problems
+
+
+def experiment_latent_dim(entry: dict, dataset: str) -> int | None:
+    """An experiment's K for one data set (``latent_dim``: one K, or K per data set); None: the true K."""
+    k = entry.get("latent_dim")
+    return k.get(dataset) if isinstance(k, dict) else k
 
 
 def load_config(paths: str | Path | Iterable[str | Path], overrides: dict | None = None) -> dict:
@@ -233,15 +255,19 @@ def experiment_spec(config: dict, experiment: str, dataset: str, method: str) ->
     entry = config["experiments"][experiment]
     training = config["training"]
     restarts = {**training["restarts"], **entry.get("restarts", {})}
-    grid_axes = entry["methods"][method]
+    grid_axes = dict(entry["methods"][method])
+    if isinstance(entry["sigma2"], list):  # a grid of fixed σ² values (the real sets)
+        grid_axes["sigma2"] = entry["sigma2"]
     names = sorted(grid_axes)
     grid = [dict(zip(names, values)) for values in itertools.product(*(grid_axes[n] for n in names))] or [{}]
+    latent_dim = experiment_latent_dim(entry, dataset)
     return {
         "experiment": experiment, "dataset": dataset, "method": method, "seed": config["seed"],
         "grid": grid, "restarts": restarts, "sigma2": entry["sigma2"], "selection": entry["selection"],
-        **({"latent_dim": entry["latent_dim"]} if "latent_dim" in entry else {}),  # absent: the true K
-        "training": {**{k: training[k] for k in ("device", "hidden", "negative_slope", "batch_size", "lr",
+        **({"latent_dim": latent_dim} if latent_dim is not None else {}),  # absent: the true K
+        "training": {**{k: training[k] for k in ("device", "negative_slope", "batch_size", "lr",
                                                    "sigma2_init_random", "checkpoint_every_s", "log_every_epochs")},
+                     "hidden": entry.get("hidden", training["hidden"]),
                      "epochs": entry.get("epochs", training["epochs"]), **training["lin"]},
         "models_per_job": training["models_per_job"],
     }
@@ -256,7 +282,9 @@ def gt_encoder_spec(config: dict, dataset: str) -> dict:
 
 
 def experiment_versions(config: dict, experiment: str, dataset: str) -> int:
-    available = synthetic_spec(config, dataset)["versions"]
+    """Versions of a synthetic set (or splits of a real one) an experiment uses."""
+    available = (config["data"]["real"]["splits"] if dataset in real_names(config)
+                 else synthetic_spec(config, dataset)["versions"])
     return min(available, config["experiments"][experiment].get("versions", available))
 
 

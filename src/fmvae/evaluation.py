@@ -10,6 +10,7 @@ selection, the metrics and the chosen model's parameters; tables and figures rea
 from __future__ import annotations
 
 import logging
+import math
 
 import h5py
 import numpy as np
@@ -18,11 +19,12 @@ import torch
 from fmvae import methods, store
 from fmvae.config import derive_seed, to_json
 from fmvae.data.groundtruth import LINEAR_A_GT
+from fmvae.data.simulate import decoder_mean, load_surrogate
 from fmvae.metrics import linear_gaussian
 from fmvae.metrics.mutual_information import average_latent_mutual_information
 from fmvae.metrics.quadrature import latent_grid, log_marginal
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
-from fmvae.nn import BatchedVAE
+from fmvae.nn import BatchedVAE, Labels
 from fmvae.train.loop import evaluate_objective
 from fmvae.train.protocol import DataSet, build_model, pick_device
 
@@ -47,27 +49,40 @@ def load_models(data: DataSet, spec: dict, runs: dict, indices, device) -> Batch
     """A stack holding the models ``indices`` of ``runs`` with their trained parameters."""
     plan = [{**runs["models"][i], "init": "random"} for i in indices]
     model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", None, None, torch.device("cpu"),
-                        spec.get("latent_dim"))
+                        spec.get("latent_dim"), semi_supervised=methods.get(spec["method"]).semi_supervised)
     model.load_arrays({k[len("params/"):]: torch.as_tensor(v[list(indices)])
                        for k, v in runs.items() if k.startswith("params/")})
     return model.to(device)
 
 
-def sample_x(model: BatchedVAE, n: int, generator: torch.Generator) -> torch.Tensor:
-    """x ~ p_θ(x) for every model: z ~ N(0, I), x = f_θ(z) + σ ε. Shape (M, n, D)."""
+def sample_labels(model: BatchedVAE, n: int, generator: torch.Generator) -> torch.Tensor:
+    """y ~ p(y) of an M2 stack, (M, n): uniform classes, or N(0, 1)."""
+    if model.labels.discrete:
+        return torch.randint(model.labels.n_classes, (model.n_models, n), generator=generator).float()
+    return torch.randn(model.n_models, n, generator=generator)
+
+
+def sample_x(model: BatchedVAE, n: int, generator: torch.Generator, y: float | None = None) -> torch.Tensor:
+    """x ~ p_θ(x) for every model: z ~ N(0, I), x = f_θ(z) + σ ε; for M2, f_θ(z, y) with y ~ p(y),
+    or x ~ p_θ(x | y) with ``y`` given (a class index or a continuous value). Shape (M, n, D)."""
     m = model.n_models
-    z = torch.randn(m, n, model.latent_dim, generator=generator).to(model.log_sigma2.device)
+    z = torch.randn(m, n, model.latent_dim, generator=generator)
+    labels = None
+    if model.labels:
+        labels = sample_labels(model, n, generator) if y is None else torch.full((m, n), float(y))
+        labels = model.labels.represent(labels).to(model.log_sigma2.device)
     eps = torch.randn(m, n, model.data_dim, generator=generator).to(model.log_sigma2.device)
     with torch.no_grad():
-        return model.decode(z) + torch.exp(0.5 * model.log_sigma2)[:, None, :] * eps
+        return model.decode(z.to(model.log_sigma2.device), labels) + torch.exp(0.5 * model.log_sigma2)[:, None, :] * eps
 
 
-def smooth_knn_px(model: BatchedVAE, x_ref: torch.Tensor, settings: dict, seed: int) -> np.ndarray:
-    """Smooth-kNN statistic of model samples against ``x_ref``, averaged over repeated draws; (M,)."""
+def smooth_knn_px(model: BatchedVAE, x_ref: torch.Tensor, settings: dict, seed: int, y: float | None = None) -> np.ndarray:
+    """Smooth-kNN statistic of model samples (of p_θ(x), or of p_θ(x | y) given ``y``) against
+    ``x_ref``, averaged over repeated draws; (M,)."""
     generator = torch.Generator().manual_seed(seed)
     values = np.zeros(model.n_models)
     for _ in range(settings["draws"]):
-        samples = sample_x(model, settings["model_samples"], generator).cpu()
+        samples = sample_x(model, settings["model_samples"], generator, y).cpu()
         values += [smooth_knn_statistic(samples[i], x_ref.cpu(), settings["alpha"], settings["k"])
                    for i in range(model.n_models)]
     return values / settings["draws"]
@@ -107,6 +122,85 @@ def latent_mutual_information(model: BatchedVAE, x: torch.Tensor, neighbours: in
     return average_latent_mutual_information(x.cpu().double().numpy(), z.cpu().double().numpy(), k=neighbours)
 
 
+COHORT_Y = 3.5  # Table 4: the continuous semi-circle's cohorts are p(x | y = −3.5) and p(x | y = 3.5)
+
+
+def label_cohorts(data: DataSet) -> list[tuple[str, float]]:
+    """The cohorts of p(x|y) as (name, y): ``y=0``, ``y=1`` (discrete semi-circle), ``y=-3.5``,
+    ``y=3.5`` (continuous), or ``cohort1``… (the real sets' classes, the paper's names)."""
+    labels = data.labels
+    if data.real:
+        return [(f"cohort{c + 1}", float(c)) for c in range(labels.n_classes)]
+    if labels.discrete:
+        return [(f"y={c}", float(c)) for c in range(labels.n_classes)]
+    return [(f"y={-COHORT_Y:g}", -COHORT_Y), (f"y={COHORT_Y:g}", COHORT_Y)]
+
+
+def true_decoder(data: DataSet, surrogate_path):
+    """f_GT(z, y) of a synthetic set as its data were generated (numpy in, numpy out)."""
+    if surrogate_path is None and data.gt.surrogate:
+        raise ValueError(f"{data.name}: the ground-truth conditionals need the surrogate file (--surrogate)")
+    surrogate = load_surrogate(surrogate_path)[0] if data.gt.surrogate else None
+    return decoder_mean(data.gt, data.attrs["config"]["params"], surrogate)
+
+
+def conditional_reference(data: DataSet, y: float, seed: int, surrogate_path) -> torch.Tensor:
+    """Held-out samples of the true p(x | y): fresh ground-truth draws (as many as the test split)
+    on a synthetic set, the test points of class y on a real set."""
+    if data.real:
+        return data.x["test"][data.y["test"] == y]
+    rng = np.random.default_rng(seed)
+    n = data.x["test"].shape[0]
+    z = rng.standard_normal((n, data.gt.latent_dim))
+    fz = true_decoder(data, surrogate_path)(z, np.full(n, y))
+    return torch.as_tensor(fz + math.sqrt(data.noise_variance) * rng.standard_normal(fz.shape), dtype=torch.float32)
+
+
+def function_separation(decode, cohorts: list[float], z: np.ndarray) -> float:
+    """Mean over z ~ p(z) and over pairs of cohorts of ‖f(z, a) − f(z, b)‖: how far apart the
+    functions of different labels are (0: functional collapse)."""
+    fs = [np.asarray(decode(z, np.full(len(z), y)), dtype=np.float64) for y in cohorts]
+    return float(np.mean([np.linalg.norm(fs[a] - fs[b], axis=1).mean()
+                          for a in range(len(fs)) for b in range(a + 1, len(fs))]))
+
+
+def learned_decoder(model: BatchedVAE, index: int = 0):
+    """f_θ(z, y) of model ``index`` of an M2 stack (numpy in, numpy out)."""
+    def decode(z, y):
+        device = model.log_sigma2.device
+        with torch.no_grad():
+            labels = model.labels.represent(torch.as_tensor(y, dtype=torch.float32))[None].to(device)
+            z = torch.as_tensor(z, dtype=torch.float32)[None].to(device)
+            return model.decode(z.expand(model.n_models, -1, -1), labels.expand(model.n_models, -1, -1))[index].cpu().numpy()
+    return decode
+
+
+def semi_supervised_metrics(model: BatchedVAE, data: DataSet, settings: dict, seed: int, surrogate_path) -> dict:
+    """Model 0's p_θ(x|y) per cohort against the true p(x|y) (``smooth_knn_pxy:<cohort>``), the
+    functional-collapse measure (``f_separation``; on synthetic sets also ``f_separation_ratio``,
+    learned over true, 0 = collapsed, 1 = as far apart as the truth) and, for discrete labels,
+    the balanced accuracy of q(y|x) on the test split."""
+    metrics = {}
+    cohorts = label_cohorts(data)
+    for i, (name, y) in enumerate(cohorts):
+        reference = conditional_reference(data, y, seed + 100 + i, surrogate_path)
+        metrics[f"smooth_knn_pxy:{name}"] = float(smooth_knn_px(model, reference, settings, seed + i, y=y)[0])
+    z = np.random.default_rng(seed + 200).standard_normal((settings["model_samples"], model.latent_dim))
+    values = [y for _, y in cohorts]
+    metrics["f_separation"] = function_separation(learned_decoder(model), values, z)
+    if not data.real:
+        truth = function_separation(true_decoder(data, surrogate_path), values, z[:, :data.gt.latent_dim])
+        metrics["f_separation_true"] = truth
+        metrics["f_separation_ratio"] = metrics["f_separation"] / truth
+    if model.labels.discrete:
+        with torch.no_grad():
+            predicted = model.classify(data.x["test"][None].to(model.log_sigma2.device))[0].argmax(-1).cpu()
+        truth = data.y["test"].long()
+        recalls = [float((predicted[truth == c] == c).float().mean()) for c in truth.unique()]
+        metrics["classifier_balanced_accuracy"] = float(np.mean(recalls))
+    return metrics
+
+
 def select(runs: dict, spec: dict, data: DataSet, device, seed: int) -> tuple[int, list[dict]]:
     """Best restart per grid point by validation objective, then the grid point by the criterion."""
     val = np.where(runs["diverged"], -np.inf, runs["val_objective"])
@@ -131,7 +225,9 @@ def select(runs: dict, spec: dict, data: DataSet, device, seed: int) -> tuple[in
     return chosen["index"], candidates
 
 
-def evaluate(spec: dict, data_path, version: int, run_paths, out) -> dict:
+def evaluate(spec: dict, data_path, version: int, run_paths, out, surrogate_path=None) -> dict:
+    """Select, evaluate on the test split and write the evaluation file; ``surrogate_path`` (θ_GT)
+    is needed for the ground-truth conditionals of the semi-supervised synthetic sets."""
     data = DataSet(data_path)
     device = pick_device(spec["training"]["device"])
     settings = spec["evaluation"]
@@ -142,21 +238,29 @@ def evaluate(spec: dict, data_path, version: int, run_paths, out) -> dict:
     method = methods.get(spec["method"])
     model = load_models(data, spec, runs, [index], device)
     hyper = {k: np.array([chosen["hyper"][k]]) for k in method.hyper}
+    semi = method.semi_supervised
     x_test, x_train = data.x["test"].to(device), data.x["train"].to(device)
-    test_elbo = float(evaluate_objective(model, methods.get("vae"), {}, x_test, seeds=[seed])[0])
+    inputs_test = data.inputs("test", semi).to(device)  # M2: test labels unobserved, so its bounds are U
+    elbo = methods.get(method.elbo_method)
+    importance = methods.get("m2_iwae" if semi else "iwae")
+    loglik_hyper = {**{k: np.ones(1) for k in importance.hyper}, "S": np.array([settings["loglik_samples"]])}
+    test_elbo = float(evaluate_objective(model, elbo, {k: hyper[k] for k in elbo.hyper}, inputs_test, seeds=[seed])[0])
     metrics = {
         "smooth_knn_px": float(smooth_knn_px(model, data.x["test"], settings["smooth_knn"], seed + 1)[0]),
         "test_neg_elbo": -test_elbo,
-        "test_neg_objective": -float(evaluate_objective(model, method, hyper, x_test, seeds=[seed + 2])[0]),
-        "test_loglik_is": float(evaluate_objective(model, methods.get("iwae"), {"S": np.array([settings["loglik_samples"]])},
-                                                   x_test, seeds=[seed + 3], chunk=200)[0]),
+        "test_neg_objective": -float(evaluate_objective(model, method, hyper, inputs_test, seeds=[seed + 2])[0]),
+        "test_loglik_is": float(evaluate_objective(model, importance, loglik_hyper, inputs_test, seeds=[seed + 3],
+                                                   chunk=200)[0]),
         "sigma2": float(torch.exp(model.log_sigma2[0].detach()).mean()),
-        "sigma2_refit": float(refit_sigma2(model, x_train, settings["sigma2_refit_draws"], seed + 4)[0].mean()),
-        "avg_mi_x_zi": latent_mutual_information(model, x_test, settings["mi_neighbours"], seed + 5),
     }
-    if data.gt.latent_dim == 1 == model.latent_dim:
+    if semi:
+        metrics.update(semi_supervised_metrics(model, data, settings["smooth_knn"], seed + 6, surrogate_path))
+    else:
+        metrics["sigma2_refit"] = float(refit_sigma2(model, x_train, settings["sigma2_refit_draws"], seed + 4)[0].mean())
+        metrics["avg_mi_x_zi"] = latent_mutual_information(model, x_test, settings["mi_neighbours"], seed + 5)
+    if not semi and data.gt.latent_dim == 1 == model.latent_dim:
         metrics["test_loglik_quadrature"] = quadrature_loglik(model, x_test, data)
-    if data.decoder[0] == "linear_cholesky":
+    if not data.real and data.decoder[0] == "linear_cholesky":
         A = model.decoder.A[0].detach().cpu().double().numpy()
         B = data.decoder[1]["B"]
         sigma2_total = data.noise_variance + B
@@ -170,7 +274,8 @@ def evaluate(spec: dict, data_path, version: int, run_paths, out) -> dict:
              ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     attrs = {"experiment": spec["experiment"], "dataset": data.name, "method": spec["method"], "version": version,
              "selected": chosen, "candidates": candidates, "metrics": metrics, "decoder_options": data.decoder[1],
-             "diverged_models": int(runs["diverged"].sum()), "models": len(runs["models"]), "config": to_json(spec)}
+             "diverged_models": int(runs["diverged"].sum()), "models": len(runs["models"]), "config": to_json(spec),
+             **({"n_classes": model.labels.n_classes} if semi else {})}
     with store.write_h5(out, attrs) as f:
         params = f.create_group("params")
         for key, value in model.state_arrays().items():
@@ -191,9 +296,10 @@ def load_evaluated_model(path) -> tuple[BatchedVAE, dict]:
     latent_dim = arrays[_last_encoder_weight(arrays)].shape[2] // 2
     decoder = "linear_cholesky" if "decoder/A" in arrays else "mlp"
     options = attrs["decoder_options"] if decoder == "linear_cholesky" else {}
+    labels = Labels(attrs["n_classes"]) if "n_classes" in attrs else None  # an M2 model
     model = BatchedVAE(1, data_dim, latent_dim, spec["training"]["hidden"], spec["training"]["negative_slope"],
                        seeds=[0], sigma2_init=torch.ones(1, data_dim), learn_sigma2=False, decoder=decoder,
-                       decoder_options=options)
+                       decoder_options=options, labels=labels)
     model.load_arrays(arrays)
     return model.eval(), attrs
 

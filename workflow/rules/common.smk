@@ -98,6 +98,15 @@ def experiment_jobs(experiment):
             for m in entry["methods"]]
 
 
+def data_file(dataset, version):
+    """The file an experiment trains on: a synthetic set's version, or a real set's split."""
+    return f"results/data/{dataset}/split{version}.h5" if dataset in REAL else f"results/data/{dataset}/v{version}.h5"
+
+
+def run_data_file(w):
+    return data_file(w.dataset, w.version)
+
+
 def run_files(w):
     spec = cfg.experiment_spec(config, w.experiment, w.dataset, w.method)
     return [f"results/runs/{w.experiment}/{w.dataset}/v{w.version}/{w.method}/part{p}.h5"
@@ -106,6 +115,11 @@ def run_files(w):
 
 def needs_ground_truth(w):
     return cfg.experiment_spec(config, w.experiment, w.dataset, w.method)["restarts"]["ground_truth"] > 0
+
+
+def needs_true_conditionals(w):
+    """A semi-supervised method on a synthetic set: its evaluation draws the true p(x|y) from θ_GT."""
+    return registered_methods.get(w.method).semi_supervised and w.dataset in WITH_SURROGATE
 
 
 def evaluation_files(experiment):

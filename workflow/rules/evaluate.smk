@@ -8,12 +8,14 @@ localrules:
 
 rule evaluate:
     input:
-        data="results/data/{dataset}/v{version}.h5",
+        data=run_data_file,
         runs=run_files,
+        surrogate=lambda w: surrogate_file(w.dataset) if needs_true_conditionals(w) else [],
     output:
         "results/evaluation/{experiment}/{dataset}/v{version}/{method}.h5",
     params:
         spec=lambda w: as_arg(cfg.evaluation_spec(config, w.experiment, w.dataset, w.method)),
+        surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
     threads: 1
     conda:
         ENV
@@ -23,7 +25,7 @@ rule evaluate:
         "results/benchmarks/evaluate/{experiment}/{dataset}/v{version}/{method}.tsv"
     shell:
         "fmvae --threads {threads} evaluate --spec {params.spec} --data {input.data} --version {wildcards.version} "
-        "--runs {input.runs} --out {output} > {log} 2>&1"
+        "--runs {input.runs} {params.surrogate} --out {output} > {log} 2>&1"
 
 
 rule table:

@@ -30,7 +30,7 @@ rule fit_gt_encoder:
 
 rule train:
     input:
-        data="results/data/{dataset}/v{version}.h5",
+        data=run_data_file,
         surrogate=lambda w: surrogate_file(w.dataset) if needs_ground_truth(w) else [],
         gt_encoder=lambda w: f"results/gt_encoders/{w.dataset}/v{w.version}.h5" if needs_ground_truth(w) else [],
     output:

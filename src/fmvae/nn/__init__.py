@@ -1,6 +1,6 @@
 """Batched networks: one set of stacked weights holding M independent models."""
 
 from fmvae.nn.batched import BatchedMLP
-from fmvae.nn.vae import BatchedVAE
+from fmvae.nn.vae import BatchedVAE, Labels
 
-__all__ = ["BatchedMLP", "BatchedVAE"]
+__all__ = ["BatchedMLP", "BatchedVAE", "Labels"]

@@ -8,6 +8,9 @@ be maximised. Register a new objective in ``OBJECTIVES`` (and a method using it 
 :mod:`fmvae.methods`) to make it selectable from the config.
 """
 
-from fmvae.objectives.unsupervised import OBJECTIVES, elbo, iwae, log_normal
+from fmvae.objectives import semi_supervised, unsupervised
+from fmvae.objectives.unsupervised import elbo, iwae, log_normal
+
+OBJECTIVES = {**unsupervised.OBJECTIVES, **semi_supervised.OBJECTIVES}
 
 __all__ = ["OBJECTIVES", "elbo", "iwae", "log_normal"]

@@ -40,11 +40,18 @@ def iwae(model, x: torch.Tensor, eps: torch.Tensor, hyper: dict | None = None) -
     log_w = (log_normal(x[:, :, None], fz, model.log_sigma2[:, None, None, :])
              + log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
              - log_normal(z, mean[:, :, None], log_var[:, :, None]))
-    samples = hyper["S"] if hyper and "S" in hyper else torch.full((m,), s_max, device=eps.device)
+    return log_mean_weights(log_w, hyper)
+
+
+def log_mean_weights(log_w: torch.Tensor, hyper: dict | None) -> torch.Tensor:
+    """logsumexp_s log w_s − log S over the last axis of (M, N, S_max) log-weights, model m using
+    its first ``hyper['S'][m]`` samples (all S_max without ``S``), so models with different S share a stack."""
+    m, _, s_max = log_w.shape
+    samples = hyper["S"] if hyper and "S" in hyper else torch.full((m,), s_max, device=log_w.device)
     if bool((samples != s_max).any()):
-        used = torch.arange(s_max, device=eps.device)[None, :] < samples[:, None]  # (M, S)
+        used = torch.arange(s_max, device=log_w.device)[None, :] < samples[:, None]  # (M, S)
         log_w = log_w.masked_fill(~used[:, None, :], float("-inf"))
     return torch.logsumexp(log_w, dim=-1) - torch.log(samples.to(log_w.dtype))[:, None]
 
 
-OBJECTIVES = {"elbo": elbo, "iwae": iwae}
+OBJECTIVES = {"elbo": elbo, "iwae": iwae}  # the M2 bounds join them in fmvae.objectives

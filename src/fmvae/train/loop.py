@@ -114,7 +114,7 @@ class Trainer:
         the mean loss over a window of R steps improves by less than T (per model, masked)."""
         s = self.settings
         n, b = x_train.shape[0], x_batch.shape[1]
-        k = self.model.latent_dim
+        k = self.model.noise_dim
         inner = self.aggressive & ~self.diverged
         window = torch.zeros(inner.shape, device=self.device)
         previous = torch.full(inner.shape, math.inf, device=self.device)
@@ -148,7 +148,7 @@ class Trainer:
         if n < b:
             raise ValueError(f"{self.name}: {n} training points is fewer than one batch of {b}")
         n_steps = n // b  # the last partial batch of each epoch is dropped
-        k, s_max = self.model.latent_dim, max(self.samples)
+        k, s_max = self.model.noise_dim, max(self.samples)
         last_checkpoint = time.monotonic()
         for epoch in range(self.epoch, s["epochs"]):
             self.epoch = epoch
@@ -239,6 +239,6 @@ def evaluate_objective(model, method: Method, hyper: dict, x: torch.Tensor, seed
     with torch.no_grad():
         for start in range(0, x.shape[0], chunk):
             xb = x[start:start + chunk]
-            eps = streams.normal((xb.shape[0], max(counts), model.latent_dim), samples=counts).to(x.device)
+            eps = streams.normal((xb.shape[0], max(counts), model.noise_dim), samples=counts).to(x.device)
             total += objective(model, xb.expand(m, -1, -1), eps, hyper_t).double().sum(1).cpu()
     return (total / x.shape[0]).numpy()

@@ -22,7 +22,8 @@ from fmvae import methods, store
 from fmvae.config import derive_seed, to_json
 from fmvae.data.groundtruth import LINEAR_A_GT, get
 from fmvae.data.simulate import load_surrogate
-from fmvae.nn import BatchedVAE
+from fmvae.nn import BatchedVAE, Labels
+from fmvae.objectives.semi_supervised import pack
 from fmvae.train.loop import Trainer, evaluate_objective
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,39 @@ def part_models(spec: dict, version: int, part: int) -> list[dict]:
 
 
 class DataSet:
-    """One version of a synthetic set: train/val/test x as float32 tensors and its attributes."""
+    """One version of a synthetic set or one split of a real set: train/val/test x as float32
+    tensors, the labels of labelled sets, and the file's attributes."""
 
     def __init__(self, path):
         with h5py.File(path, "r") as f:
             self.attrs = store.read_attrs(f)
             self.x = {split: torch.as_tensor(f[split]["x"][()], dtype=torch.float32) for split in ("train", "val", "test")}
+            self.y = {split: torch.as_tensor(f[split]["y"][()], dtype=torch.float32)
+                      for split in ("train", "val", "test") if "y" in f[split]}
+            self.observed = torch.as_tensor(f["train"]["y_observed"][()]) if "y_observed" in f["train"] else None
         self.name = self.attrs["dataset"]
-        self.gt = get(self.name)
-        self.noise_variance = float(self.attrs["noise_variance"])
+        self.real = "n_classes" in self.attrs  # the real sets have no ground truth
+        self.gt = None if self.real else get(self.name)
+        self.noise_variance = None if self.real else float(self.attrs["noise_variance"])
+        self.data_dim = self.x["train"].shape[1]
+
+    @property
+    def labels(self) -> Labels | None:
+        """The label of a labelled set (for M2), None for an unsupervised one."""
+        if self.real:
+            return Labels(int(self.attrs["n_classes"]))
+        return {None: None, "bernoulli": Labels(self.gt.n_classes), "normal": Labels(0)}[self.gt.label]
+
+    def inputs(self, split: str, semi_supervised: bool = False) -> torch.Tensor:
+        """What a model trains or is evaluated on: x, or for M2 the packed [x, y, observed] with the
+        training split's observed labels; validation and test labels count as unobserved, so the
+        M2 objective there is the unlabelled bound U, a bound on log p(x) [choice]."""
+        if not semi_supervised:
+            return self.x[split]
+        if self.labels is None:
+            raise ValueError(f"{self.name} has no labels: semi-supervised methods need a labelled set")
+        observed = self.observed if split == "train" else torch.zeros(len(self.x[split]), dtype=torch.bool)
+        return pack(self.x[split], self.y[split], observed)
 
     @property
     def decoder(self) -> tuple[str, dict]:
@@ -92,22 +117,37 @@ def ground_truth_decoder(data: DataSet, surrogate_path) -> dict:
     return {k: v[0] for k, v in surrogate.state_arrays().items()}
 
 
+def initial_sigma2(data: DataSet, model: dict, learn_sigma2: bool, training: dict) -> float:
+    """σ² a model starts with: a grid value (``sigma2`` among its hyper-parameters, held fixed),
+    the truth (fixed σ², or a ground-truth restart), or ``sigma2_init_random`` (learned σ²)."""
+    if "sigma2" in model.get("hyper", {}):
+        return float(model["hyper"]["sigma2"])
+    if data.noise_variance is None:
+        raise ValueError(f"{data.name} has no true σ²: give σ² values as the experiment's sigma2 grid")
+    return data.noise_variance if model["init"] == "ground_truth" or not learn_sigma2 else training["sigma2_init_random"]
+
+
 def build_model(data: DataSet, training: dict, plan: list[dict], learn_sigma2: bool,
-                gt_decoder: dict | None, gt_encoder: dict | None, device, latent_dim: int | None = None) -> BatchedVAE:
-    """The stack of ``plan``'s models; ``latent_dim`` None means the data set's true K."""
+                gt_decoder: dict | None, gt_encoder: dict | None, device, latent_dim: int | None = None,
+                semi_supervised: bool = False) -> BatchedVAE:
+    """The stack of ``plan``'s models (M2 models if ``semi_supervised``); ``latent_dim`` None means
+    the data set's true K. ``gt_encoder`` maps each inference network's name to its arrays."""
     kind, options = data.decoder
-    sigma2 = torch.tensor([data.noise_variance if (m["init"] == "ground_truth" or not learn_sigma2)
-                           else training["sigma2_init_random"] for m in plan])[:, None]
-    model = BatchedVAE(len(plan), data.gt.data_dim, latent_dim or data.gt.latent_dim, training["hidden"], training["negative_slope"],
-                       seeds=[m["seed"] for m in plan], sigma2_init=sigma2, learn_sigma2=learn_sigma2,
-                       decoder=kind, decoder_options=options)
+    sigma2 = torch.tensor([initial_sigma2(data, m, learn_sigma2, training) for m in plan])[:, None]
+    if latent_dim is None and data.gt is None:
+        raise ValueError(f"{data.name}: a real data set needs the experiment's latent_dim")
+    model = BatchedVAE(len(plan), data.data_dim, latent_dim or data.gt.latent_dim, training["hidden"],
+                       training["negative_slope"], seeds=[m["seed"] for m in plan], sigma2_init=sigma2,
+                       learn_sigma2=learn_sigma2, decoder=kind, decoder_options=options,
+                       labels=data.labels if semi_supervised else None)
     at_truth = [i for i, m in enumerate(plan) if m["init"] == "ground_truth"]
     if at_truth:
         if gt_decoder is None or gt_encoder is None:
             raise ValueError("ground-truth restarts need the ground-truth decoder and encoder")
         for i in at_truth:
             _set_model(model.decoder, i, gt_decoder)
-            _set_model(model.encoder, i, gt_encoder)
+            for name, net in model.encoder_nets().items():
+                _set_model(net, i, gt_encoder[name])
     return model.to(device)
 
 
@@ -124,30 +164,42 @@ def read_arrays(path, group: str, index: int | None = None) -> dict:
     return out
 
 
+def read_gt_encoder(path) -> dict[str, dict]:
+    """φ_GT of a ground-truth encoder file: each inference network's arrays by network name."""
+    with h5py.File(path, "r") as f:
+        names = [name for name in ("encoder", "encoder_zy", "classifier") if name in f]
+    return {name: read_arrays(path, name) for name in names}
+
+
 def fit_gt_encoder(spec: dict, data_path, version: int, surrogate_path, out) -> None:
     """φ_GT: encoders trained by the ELBO with the decoder frozen at θ_GT and σ² at the truth;
-    the restart with the best validation ELBO is kept (METHODS §3)."""
+    the restart with the best validation ELBO is kept (METHODS §3). On a labelled set the encoders
+    are M2's (q(z|x), q(z|x, y), q(y|x)), trained by the M2 ELBO on the partly labelled training
+    split with α = γ = 1 [choice: the paper does not say], and the validation bound is U."""
     data = DataSet(data_path)
     device = pick_device(spec["training"]["device"])
+    semi = data.labels is not None
     n = spec["restarts"]
     seeds = [derive_seed(spec["seed"], spec["dataset"], version, "gt_encoder", r) for r in range(n)]
     plan = [{"init": "random", "seed": s} for s in seeds]
-    model = build_model(data, spec["training"], plan, False, None, None, device)
+    model = build_model(data, spec["training"], plan, False, None, None, device, semi_supervised=semi)
     decoder = ground_truth_decoder(data, surrogate_path)
     for i in range(n):
         _set_model(model.decoder, i, decoder)
-    vae = methods.get("vae")
-    trainer = Trainer(model, vae, {}, spec["training"], seeds=[s + 1 for s in seeds], freeze_decoder=True,
+    method = methods.get("m2_vae" if semi else "vae")
+    hyper = {name: np.ones(n) for name in method.hyper}  # α = γ = 1 for M2
+    trainer = Trainer(model, method, hyper, spec["training"], seeds=[s + 1 for s in seeds], freeze_decoder=True,
                       name=f"gt_encoder {data.name} v{version}")
-    result = trainer.run(data.x["train"], data.x["val"], checkpoint=Path(str(out) + ".ckpt"))
-    val = evaluate_objective(model, vae, {}, data.x["val"].to(device), seeds=[s + 2 for s in seeds])
+    result = trainer.run(data.inputs("train", semi), data.inputs("val", semi), checkpoint=Path(str(out) + ".ckpt"))
+    val = evaluate_objective(model, method, hyper, data.inputs("val", semi).to(device), seeds=[s + 2 for s in seeds])
     val = np.where(result.diverged | ~np.isfinite(val), -np.inf, val)
     best = int(np.argmax(val))
     log.info("gt_encoder %s v%d: validation ELBO per restart %s; keeping %d", data.name, version,
              np.array2string(val, precision=4), best)
     with store.write_h5(out, {"dataset": data.name, "version": version, "selected": best, "val_elbo": val,
                               "diverged": result.diverged, "config": to_json(spec)}) as f:
-        store.write_arrays(f.create_group("encoder"), {k: v[best].numpy() for k, v in model.encoder.state_arrays().items()})
+        for name, net in model.encoder_nets().items():
+            store.write_arrays(f.create_group(name), {k: v[best].numpy() for k, v in net.state_arrays().items()})
     Path(str(out) + ".ckpt").unlink(missing_ok=True)
 
 
@@ -159,21 +211,23 @@ def train_part(spec: dict, data_path, version: int, part: int, out, surrogate_pa
     plan = part_models(spec, version, part)
     needs_truth = any(m["init"] == "ground_truth" for m in plan)
     gt_decoder = ground_truth_decoder(data, surrogate_path) if needs_truth else None
-    gt_encoder = read_arrays(gt_encoder_path, "encoder") if needs_truth else None
+    gt_encoder = read_gt_encoder(gt_encoder_path) if needs_truth else None
+    semi = method.semi_supervised
     model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", gt_decoder, gt_encoder, device,
-                        spec.get("latent_dim"))
+                        spec.get("latent_dim"), semi_supervised=semi)
     hyper = {name: np.array([m["hyper"][name] for m in plan]) for name in method.hyper}
     name = f"{spec['experiment']}/{data.name}/v{version}/{spec['method']} part {part}"
     log.info("%s: %d models on %s (%s)", name, len(plan), device,
              ", ".join(sorted({m["slug"] or "default" for m in plan})))
     checkpoint = Path(str(out) + ".ckpt")
     trainer = Trainer(model, method, hyper, spec["training"], seeds=[m["seed"] + 1 for m in plan], name=name)
-    result = trainer.run(data.x["train"], data.x["val"], checkpoint=checkpoint)
-    x_val = data.x["val"].to(device)
+    result = trainer.run(data.inputs("train", semi), data.inputs("val", semi), checkpoint=checkpoint)
+    x_val = data.inputs("val", semi).to(device)
     eval_seeds = [m["seed"] + 2 for m in plan]
     val_objective = evaluate_objective(model, method, hyper, x_val, seeds=eval_seeds)
-    val_elbo = (val_objective if method.objective == "elbo"  # same bound, same seeds: no second pass
-                else evaluate_objective(model, methods.get("vae"), {}, x_val, seeds=eval_seeds))
+    elbo = methods.get(method.elbo_method)
+    val_elbo = (val_objective if method.objective == elbo.objective  # same bound, same seeds: no second pass
+                else evaluate_objective(model, elbo, {k: hyper[k] for k in elbo.hyper}, x_val, seeds=eval_seeds))
     diverged = result.diverged | ~np.isfinite(val_objective)
     if diverged.any():
         log.warning("%s: %d of %d models diverged (recorded, excluded from selection)", name,

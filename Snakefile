@@ -20,6 +20,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/adversarial.smk"
+include: "workflow/rules/separability.smk"
 
 
 rule all:
@@ -33,4 +34,5 @@ rule all:
         model_figure_files(),
         checks_files(),
         figure7_files(),
+        separability_files(),
         "results/REPRODUCTION.md",

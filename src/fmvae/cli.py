@@ -148,6 +148,22 @@ def cmd_check(args) -> None:
         print(checks.markdown(rows, settings), end="")
 
 
+def cmd_separability(args) -> None:
+    from fmvae import separability
+
+    try:
+        if args.spec:
+            settings = separability.settings_from(json.loads(args.spec))
+        else:
+            settings = separability.separability_spec(cfg.load_config(args.config) if args.config else {})
+        rows = separability.check_files(args.data or [], args.csv or [], settings, args.label_column)
+        separability.write(rows, settings, args.out_csv, args.out_md)
+    except (separability.SeparabilityError, json.JSONDecodeError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.out_csv is None and args.out_md is None:
+        print(separability.markdown(rows, settings), end="")
+
+
 def cmd_plot_model_figure(args) -> None:
     from fmvae.report import model_figures
 
@@ -331,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", help="per-version CSV to write")
     p.add_argument("--out-md", help="Markdown summary to write (without either output, it is printed)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("separability", help="Section 9 check: can a small classifier tell the classes apart (y|x)?")
+    p.add_argument("--data", nargs="+", help="data files (v<k>.h5, split<k>.h5): their observed training labels")
+    p.add_argument("--csv", nargs="+", help="a user's labelled CSV file(s): header row, rows with an empty label ignored")
+    p.add_argument("--label-column", help="the CSV files' label column (default: the last column)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--config", nargs="+", help="YAML config file(s) for the 'separability' settings (default: defaults)")
+    group.add_argument("--spec", help="the separability settings as JSON (what the workflow passes; missing keys: defaults)")
+    p.add_argument("--out-csv", help="CSV to write (one row per input)")
+    p.add_argument("--out-md", help="Markdown table to write (without either output, it is printed)")
+    p.set_defaults(func=cmd_separability)
     return parser
 
 

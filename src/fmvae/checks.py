@@ -297,7 +297,8 @@ def practitioner_checks(evaluation_paths, data_paths, settings: dict, surrogate_
 # Table
 
 
-def _fmt(value) -> str:
+def format_cell(value) -> str:
+    """A CSV cell: yes/no for booleans, 4 significant digits for floats, empty for None and NaN."""
     if value is None or value == "":
         return ""
     if isinstance(value, bool):
@@ -351,7 +352,7 @@ def write_checks(evaluation_paths, data_paths, settings: dict, csv_path=None, md
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
                 writer.writeheader()
-                writer.writerows({k: _fmt(r.get(k)) for k in COLUMNS} for r in rows)
+                writer.writerows({k: format_cell(r.get(k)) for k in COLUMNS} for r in rows)
     if md_path is not None:
         with atomic_path(md_path) as tmp:
             Path(tmp).write_text("# Practitioner checks (Section 9)\n\n" + markdown(rows, settings))

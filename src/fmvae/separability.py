@@ -52,6 +52,7 @@ import h5py
 import numpy as np
 import torch
 
+from fmvae.checks import format_cell
 from fmvae import store
 from fmvae.config import derive_seed
 from fmvae.nn import BatchedMLP
@@ -442,14 +443,6 @@ def check_files(h5_paths=(), csv_paths=(), settings: dict | None = None, label_c
 # Table
 
 
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
 def markdown(rows: list[dict], settings: dict) -> str:
     head = ["data set", "labels", "n labelled", "classes (points)", "folds", "balanced accuracy (mean ± std)", "chance",
             "mean entropy (nats)", "entropy / log C", "warn", "paper expects"]
@@ -483,7 +476,7 @@ def write(rows: list[dict], settings: dict, csv_path=None, md_path=None) -> None
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
                 writer.writeheader()
-                writer.writerows({k: _fmt(r.get(k, "")) for k in COLUMNS} for r in rows)
+                writer.writerows({k: format_cell(r.get(k, "")) for k in COLUMNS} for r in rows)
     if md_path is not None:
         with atomic_path(md_path) as tmp:
             Path(tmp).write_text("# Class separability (Section 9, guideline 1)\n\n" + markdown(rows, settings))

@@ -10,8 +10,11 @@ number of models, interpolated log-log between the measured rows).
 Relative costs of a step [choice, stated so the estimate can be checked]: an IWAE step with S
 samples costs (1 + S)/2 VAE steps (one encoder pass, S decoder passes); a LIN step costs
 ``lin_factor`` VAE steps (its aggressive inner loop; default 4.4, the ratio of the mean LIN to the
-mean VAE training job measured in the default run). The estimate is for the benchmark's network
-(3×50, D = 2); the real data sets' wider inputs cost somewhat more.
+mean VAE training job measured in the default run); an M2 step costs ``M2_FACTOR`` times its
+unsupervised counterpart (two bounds per point and three inference networks; measured 2.2–2.7× at
+16 models on one thread: m2_vae 2 254–2 415 against vae 5 926–6 594 model-steps/s, m2_iwae 279
+against iwae 607 at S = 20); wider hidden layers cost (width / 50)² (the hidden products dominate).
+The estimate is for the benchmark's network (3×50, D = 2) otherwise; wider inputs cost somewhat more.
 """
 
 from __future__ import annotations
@@ -28,16 +31,29 @@ import numpy as np
 
 from fmvae import config as cfg
 from fmvae import methods
+from fmvae.data import groundtruth
 from fmvae.train.protocol import model_plan, part_count
 
 LIN_FACTOR = 4.4
+M2_FACTOR = 2.5
+REAL_ROWS = {"diabetic_retinopathy": 1151, "contraceptive": 1473, "titanic": 2201}  # METHODS §1
 
 
-def step_cost(method: str, hyper: dict, lin_factor: float = LIN_FACTOR) -> float:
-    """Cost of one optimiser step of one model, in VAE steps."""
-    if methods.get(method).objective == "iwae":
-        return (1 + hyper["S"]) / 2
-    return lin_factor if methods.get(method).schedule == "lagging" else 1.0
+def train_size(config: dict, dataset: str) -> int:
+    """Training points of a synthetic set, or of a real set's split (the first of three equal parts)."""
+    if dataset in cfg.real_names(config):
+        return math.ceil(REAL_ROWS[dataset] / 3)
+    return cfg.synthetic_spec(config, dataset)["n_train"]
+
+
+def step_cost(method: str, hyper: dict, lin_factor: float = LIN_FACTOR, width: int = 50) -> float:
+    """Cost of one optimiser step of one model, in VAE steps (of the 3×50 network)."""
+    registered = methods.get(method)
+    if registered.samples_from:
+        cost = (1 + hyper["S"]) / 2
+    else:
+        cost = lin_factor if registered.schedule == "lagging" else 1.0
+    return cost * (M2_FACTOR if registered.semi_supervised else 1.0) * (width / 50) ** 2
 
 
 def training_jobs(config: dict, lin_factor: float = LIN_FACTOR) -> list[dict]:
@@ -48,7 +64,7 @@ def training_jobs(config: dict, lin_factor: float = LIN_FACTOR) -> list[dict]:
     for experiment in cfg.experiment_names(config):
         entry = config["experiments"][experiment]
         for dataset in entry["datasets"]:
-            n_train = cfg.synthetic_spec(config, dataset)["n_train"]
+            n_train = train_size(config, dataset)
             for method in entry["methods"]:
                 spec = cfg.experiment_spec(config, experiment, dataset, method)
                 steps = spec["training"]["epochs"] * (n_train // batch)
@@ -63,15 +79,17 @@ def training_jobs(config: dict, lin_factor: float = LIN_FACTOR) -> list[dict]:
                         rows.append({"rule": "train", "experiment": experiment, "dataset": dataset,
                                      "method": method, "models": len(models), "steps_per_model": steps,
                                      "model_steps": len(models) * steps,
-                                     "vae_step_equivalents": steps * sum(step_cost(method, m["hyper"], lin_factor)
-                                                                         for m in models)})
+                                     "vae_step_equivalents": steps * sum(
+                                         step_cost(method, m["hyper"], lin_factor, max(spec["training"]["hidden"]))
+                                         for m in models)})
     gt = config["training"]["gt_encoder"]
     for dataset, versions in sorted(gt_versions.items()):
-        steps = gt["epochs"] * (cfg.synthetic_spec(config, dataset)["n_train"] // batch)
+        steps = gt["epochs"] * (train_size(config, dataset) // batch)
+        method = "m2_vae" if groundtruth.get(dataset).label else "vae"  # φ_GT of M2 on a labelled set
         for _ in range(versions):
-            rows.append({"rule": "fit_gt_encoder", "experiment": "", "dataset": dataset, "method": "vae",
+            rows.append({"rule": "fit_gt_encoder", "experiment": "", "dataset": dataset, "method": method,
                          "models": gt["restarts"], "steps_per_model": steps, "model_steps": gt["restarts"] * steps,
-                         "vae_step_equivalents": gt["restarts"] * steps})
+                         "vae_step_equivalents": gt["restarts"] * steps * step_cost(method, {})})
     return rows
 
 
@@ -139,5 +157,6 @@ def report(configfiles, snakefile: Path, benchmarks: dict[str, Path], lin_factor
         where = machine.get("gpu") or f"{machine['threads']} CPU thread(s)"
         lines.append(f"- {label}: {seconds / 3600:.1f} hours of training one job after another on {where} "
                      f"({path}); spread over P parallel workers, about {seconds / 3600:.1f}/P hours.")
-    lines += ["", f"Step costs: IWAE (1 + S)/2, LIN {lin_factor} VAE steps (see `fmvae.plan`)."]
+    lines += ["", f"Step costs: IWAE (1 + S)/2, LIN {lin_factor} VAE steps, M2 × {M2_FACTOR}, width w × (w/50)² "
+                  "(see `fmvae.plan`)."]
     return "\n".join(lines) + "\n"

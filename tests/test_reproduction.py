@@ -40,3 +40,30 @@ def test_table1_needs_vae_to_prefer_larger_k_and_iwae_not():
     assert verdicts({"table1": table1(0.8)})["Table 1"] == "yes"
     assert verdicts({"table1": table1(1.05)})["Table 1"] == "**no**"
     assert verdicts({})["Table 1"] == "not run" and verdicts({})["Tables 3–4"] == "not run"
+
+
+def test_functional_collapse_needs_vae_better_on_px_and_worse_on_pxy_and_fs():
+    def tables(vae_pxy):
+        rows3 = [row("table3", "discrete_semicircle", "VAE", "smooth_knn_px", 0.2),
+                 row("table3", "discrete_semicircle", "IWAE", "smooth_knn_px", 0.7)]
+        rows4 = [row("table4", "discrete_semicircle", m, "smooth_knn_pxy", v, setting=f"y={c}")
+                 for m, v in (("VAE", vae_pxy), ("IWAE", 1.5)) for c in (0, 1)]
+        rows4 += [row("table4", "discrete_semicircle", "VAE", "f_separation_ratio", 0.05),
+                  row("table4", "discrete_semicircle", "IWAE", "f_separation_ratio", 0.9)]
+        return {"table3": rows3, "table4": rows4}
+
+    assert verdicts(tables(12.0))["Tables 3–4"] == "yes"
+    assert verdicts(tables(1.0))["Tables 3–4"] == "**no**"  # the VAE learned the conditionals too
+    assert verdicts({})["Tables 3–4"] == "not run"
+
+
+def test_real_conditionals_need_pxy_worse_than_px_on_every_set():
+    def tables(titanic_pxy):
+        rows5, rows6 = [], []
+        for dataset, pxy in (("diabetic_retinopathy", 8.0), ("contraceptive", 5.0), ("titanic", titanic_pxy)):
+            rows5.append(row("table5", dataset, "VAE", "smooth_knn_px", 2.0))
+            rows6 += [row("table6", dataset, "VAE", "smooth_knn_pxy", pxy, setting=f"cohort{c}") for c in (1, 2)]
+        return {"table5": rows5, "table6": rows6}
+
+    assert verdicts(tables(6.0))["Tables 5–6"] == "yes"
+    assert verdicts(tables(1.0))["Tables 5–6"] == "**no**"

@@ -73,6 +73,26 @@ def test_smoke_workflow_end_to_end(smoke_run):
     figure7 = (results / "tables" / "figure7.csv").read_text().splitlines()
     assert figure7[0] == table2[0] and any(
         line.startswith("figure7,circle,VAE,mismatched_K2_sigma2_learned,projection_distance,") for line in figure7)
+    # Semi-supervised M2 (Tables 3-6): packed labelled data, α/γ grids, σ² grids and K per real set.
+    with h5py.File(results / "runs" / "semi_synthetic" / "discrete_semicircle" / "v0" / "m2_vae" / "part0.h5") as f:
+        attrs = store.read_attrs(f)  # α ∈ {0, 1} × (1 ground-truth + 1 random restart)
+        assert [m["slug"] for m in attrs["models"]] == ["alpha0-gamma1"] * 2 + ["alpha1-gamma1"] * 2
+        assert f["params/decoder/W0"].shape == (4, 1 + 2, 50) and f["params/classifier/W3"].shape == (4, 50, 2)
+    with h5py.File(results / "evaluation" / "semi_real" / "contraceptive" / "v0" / "m2_iwae.h5") as f:
+        attrs = store.read_attrs(f)
+        assert attrs["selected"]["slug"] in {"S3-alpha1-gamma1-sigma20.01", "S3-alpha1-gamma1-sigma20.5"}
+        assert f["params/encoder/W0"].shape == (1, 9, 20) and f["params/classifier/W3"].shape == (1, 20, 3)
+        assert {"smooth_knn_pxy:cohort1", "smooth_knn_pxy:cohort3", "f_separation"} <= set(attrs["metrics"])
+    table4 = (results / "tables" / "table4.csv").read_text()
+    for line in ("table4,discrete_semicircle,VAE,y=0,smooth_knn_pxy,", "table4,continuous_semicircle,LIN,y=3.5,",
+                 "table4,discrete_semicircle,IWAE,,f_separation_ratio,"):
+        assert line in table4
+    assert len((results / "tables" / "table3.csv").read_text().splitlines()) == 1 + 2 * 3
+    table6 = (results / "tables" / "table6.csv").read_text()
+    assert "table6,contraceptive,VAE,cohort3,smooth_knn_pxy," in table6 and ",1,3.722,0.488" in table6
+    assert len((results / "tables" / "table5.csv").read_text().splitlines()) == 1 + 3 * 2
+    separability = (results / "tables" / "separability.csv").read_text().splitlines()
+    assert len(separability) == 1 + 5
     assert not [p for p in results.rglob(".*") if p.is_file()], "temporary files left behind"
     assert (results / "logs" / "fit_surrogate" / "figure8.log").read_text().count("round 1") >= 1
     again = snakemake(work, "-n", "--configfile", "config/smoke.yaml", "local.yaml")

@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/semi_figures.smk"
 include: "workflow/rules/adversarial.smk"
 include: "workflow/rules/separability.smk"
 
@@ -32,6 +33,7 @@ rule all:
         paper_data_figure_files(),
         table_files(),
         model_figure_files(),
+        semi_figure_files(),
         checks_files(),
         figure7_files(),
         separability_files(),

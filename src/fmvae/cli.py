@@ -165,10 +165,10 @@ def cmd_separability(args) -> None:
 
 
 def cmd_plot_model_figure(args) -> None:
-    from fmvae.report import model_figures
+    from fmvae.report import model_figures, semi_figures
 
-    model_figures.plot_model_figure(args.number, args.out, args.evaluations, args.data, args.surrogate or [],
-                                    json.loads(args.style))
+    plot = semi_figures.plot_semi_figure if args.number in semi_figures.SEMI_FIGURE_NUMBERS else model_figures.plot_model_figure
+    plot(args.number, args.out, args.evaluations, args.data, args.surrogate or [], json.loads(args.style))
 
 
 def cmd_plan(args) -> None:
@@ -276,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
     p.set_defaults(func=cmd_plot_figure)
 
-    p = sub.add_parser("plot-model-figure", help="one of the paper's figures of trained models (1, 5, 8-16, 23, 24)")
-    p.add_argument("number", type=int, choices=[1, 5, *range(8, 17), 23, 24])
+    p = sub.add_parser("plot-model-figure", help="one of the paper's figures of trained models (1, 5, 8-16, 23, 24; "
+                                                 "the semi-supervised M2 models' 6, 17-22)")
+    p.add_argument("number", type=int, choices=[1, 5, 6, *range(8, 25)])
     p.add_argument("--evaluations", nargs="+", required=True,
                    help="evaluation files; each is recognised by its experiment, data set and method")
     p.add_argument("--data", nargs="+", required=True, help="data files (v0.h5) of those data sets")
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default="{}", help="the config's 'figures' section as JSON")
     p.add_argument("--out", nargs="+", required=True, help="output files (.png, .pdf)")
     p.set_defaults(func=cmd_plot_model_figure)
+
     p = sub.add_parser("adversarial", help="Appendix F: classifier, attack and the two VAEs' projections (one version)")
     p.add_argument("version", type=int)
     _add_source(p)

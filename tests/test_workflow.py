@@ -91,6 +91,8 @@ def test_smoke_workflow_end_to_end(smoke_run):
     table6 = (results / "tables" / "table6.csv").read_text()
     assert "table6,contraceptive,VAE,cohort3,smooth_knn_pxy," in table6 and ",1,3.722,0.488" in table6
     assert len((results / "tables" / "table5.csv").read_text().splitlines()) == 1 + 3 * 2
+    for n in (6, 17, 18, 19, 20, 21, 22):
+        assert (results / "figures" / f"figure{n}.pdf").read_bytes()[:4] == b"%PDF"
     separability = (results / "tables" / "separability.csv").read_text().splitlines()
     assert len(separability) == 1 + 5
     assert not [p for p in results.rglob(".*") if p.is_file()], "temporary files left behind"

@@ -269,7 +269,7 @@ def experiment_spec(config: dict, experiment: str, dataset: str, method: str) ->
                                                    "sigma2_init_random", "checkpoint_every_s", "log_every_epochs")},
                      "hidden": entry.get("hidden", training["hidden"]),
                      "epochs": entry.get("epochs", training["epochs"]), **training["lin"]},
-        "models_per_job": training["models_per_job"],
+        "models_per_job": entry.get("models_per_job", training["models_per_job"]),
     }
 
 

@@ -11,7 +11,7 @@ from conftest import snakemake
 
 pytestmark = pytest.mark.workflow
 
-FIGURE_RULES = {"plot_data", "figure2", "figure3", "figure4", "model_figure", "figure7", "all"}
+FIGURE_RULES = {"plot_data", "figure2", "figure3", "figure4", "model_figure", "semi_figure", "figure7", "all"}
 
 
 def planned_jobs(smoke_run, tmp_path, override: dict) -> list[tuple[str, dict]]:
@@ -34,7 +34,18 @@ def planned_jobs(smoke_run, tmp_path, override: dict) -> list[tuple[str, dict]]:
 def test_a_plotting_option_reruns_only_the_figures(smoke_run, tmp_path):
     jobs = planned_jobs(smoke_run, tmp_path, {"figures": {"dpi": 80}})
     rules = {rule for rule, _ in jobs}
-    assert {"plot_data", "model_figure"} <= rules and rules <= FIGURE_RULES
+    assert {"plot_data", "model_figure", "semi_figure"} <= rules and rules <= FIGURE_RULES
+
+
+def test_an_m2_hyper_parameter_reruns_that_method_its_tables_and_its_figures(smoke_run, tmp_path):
+    methods = {"m2_vae": {"alpha": [0, 1], "gamma": [1]}, "m2_iwae": {"S": [3], "alpha": [1], "gamma": [2]},
+               "m2_lin": {"T": [0.1], "R": [2], "alpha": [1], "gamma": [1]}}
+    jobs = planned_jobs(smoke_run, tmp_path, {"experiments": {"semi_synthetic": {"methods": methods}}})
+    trained = {(w["experiment"], w["dataset"], w["method"]) for rule, w in jobs if rule in ("train", "evaluate")}
+    assert trained == {("semi_synthetic", d, "m2_iwae") for d in ("discrete_semicircle", "continuous_semicircle")}
+    assert {w["table"] for rule, w in jobs if rule == "table"} == {"table3", "table4"}
+    assert {int(w["number"]) for rule, w in jobs if rule == "semi_figure"} == {6, 19, 22}
+    assert {rule for rule, _ in jobs} <= {"train", "evaluate", "table", "semi_figure", "reproduction", "all"}
 
 
 def test_a_method_hyper_parameter_reruns_that_method_and_what_uses_it(smoke_run, tmp_path):

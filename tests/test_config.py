@@ -112,3 +112,32 @@ def test_a_latent_dimension_other_than_the_truth_allows_random_restarts_only():
                                                   "t": {**entry, "latent_dim": 1}}})
     assert cfg.experiment_spec(config, "e", "figure8_5d", "vae")["latent_dim"] == 2
     assert cfg.experiment_spec(config, "t", "figure8_5d", "vae")["latent_dim"] == 1  # the truth: GT restarts allowed
+
+
+def test_real_sets_need_a_sigma2_grid_a_latent_dim_and_random_restarts():
+    entry = {"datasets": ["titanic"], "methods": {"m2_vae": {"alpha": [0], "gamma": [1]}}}
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate_config({"experiments": {"e": entry}})
+    text = str(err.value)
+    assert "experiments.e.restarts.ground_truth: titanic is a real set with no ground truth" in text
+    assert "experiments.e.sigma2: titanic is a real set with no true σ²" in text
+    assert "experiments.e.latent_dim: titanic is a real set; give its K" in text
+    with pytest.raises(cfg.ConfigError, match="m2_vae: a semi-supervised method needs a labelled data set; circle"):
+        cfg.validate_config({"experiments": {"e": {**entry, "datasets": ["circle"]}}})
+
+
+def test_a_latent_dimension_grid_gives_one_training_job_per_k():
+    from fmvae.train.protocol import model_latent_dim, part_count, part_models
+
+    entry = {"datasets": ["titanic", "contraceptive"], "methods": {"m2_vae": {"alpha": [0, 1], "gamma": [1]}},
+             "sigma2": [0.01, 0.5], "latent_dim": {"titanic": [1, 2], "contraceptive": 5},
+             "restarts": {"ground_truth": 0, "random": 3}, "models_per_job": 5}
+    config = cfg.validate_config({"experiments": {"e": entry}})
+    spec = cfg.experiment_spec(config, "e", "titanic", "m2_vae")
+    assert "latent_dim" not in spec and len(spec["grid"]) == 2 * 2 * 2 and {g["K"] for g in spec["grid"]} == {1, 2}
+    # 12 models per K, in jobs of at most 5 that never mix K: 5 + 5 + 2 per K.
+    parts = [part_models(spec, 0, p) for p in range(part_count(spec, 0))]
+    assert [len(p) for p in parts] == [5, 5, 2, 5, 5, 2]
+    assert [{model_latent_dim(spec, m) for m in p} for p in parts] == [{1}] * 3 + [{2}] * 3
+    assert len({m["slug"] for p in parts for m in p}) == 8 and parts[0][0]["slug"] == "alpha0-gamma1-K1-sigma20.01"
+    assert cfg.experiment_spec(config, "e", "contraceptive", "m2_vae")["latent_dim"] == 5

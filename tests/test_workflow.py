@@ -83,6 +83,12 @@ def test_smoke_workflow_end_to_end(smoke_run):
         assert attrs["selected"]["slug"] in {"S3-alpha1-gamma1-sigma20.01", "S3-alpha1-gamma1-sigma20.5"}
         assert f["params/encoder/W0"].shape == (1, 9, 20) and f["params/classifier/W3"].shape == (1, 20, 3)
         assert {"smooth_knn_pxy:cohort1", "smooth_knn_pxy:cohort3", "f_separation"} <= set(attrs["metrics"])
+    with h5py.File(results / "evaluation" / "semi_real" / "titanic" / "v0" / "m2_vae.h5") as f:
+        candidates = store.read_attrs(f)["candidates"]  # K ∈ {1, 2} searched: one training part per K
+        assert {c["slug"].split("-")[2] for c in candidates} == {"K1", "K2"}
+        assert all("val_smooth_knn" in c for c in candidates)
+    assert sorted(p.name for p in (results / "runs" / "semi_real" / "titanic" / "v0" / "m2_vae").glob("*.h5")) == [
+        "part0.h5", "part1.h5"]
     table4 = (results / "tables" / "table4.csv").read_text()
     for line in ("table4,discrete_semicircle,VAE,y=0,smooth_knn_pxy,", "table4,continuous_semicircle,LIN,y=3.5,",
                  "table4,discrete_semicircle,IWAE,,f_separation_ratio,"):

@@ -132,7 +132,7 @@ def _experiment_checks(config: dict) -> list[str]:
                 problems.append(f"{where}.latent_dim: {dataset} is a real set; give its K")
             elif k is not None and restarts["ground_truth"] > 0 and dataset in synthetic:
                 true_k = groundtruth.get(dataset).latent_dim
-                if k != true_k:
+                if k != true_k and k != [true_k]:
                     problems.append(f"{where}.latent_dim: {k} differs from {dataset}'s true K "
                                     f"{true_k}, so no restart can start at the ground truth; set "
                                     f"{where}.restarts.ground_truth to 0")
@@ -154,8 +154,9 @@ def _experiment_checks(config: dict) -> list[str]:
     return problems
 
 
-def experiment_latent_dim(entry: dict, dataset: str) -> int | None:
-    """An experiment's K for one data set (``latent_dim``: one K, or K per data set); None: the true K."""
+def experiment_latent_dim(entry: dict, dataset: str) -> int | list[int] | None:
+    """An experiment's K for one data set (``latent_dim``: one K, or K per data set; a list is a
+    grid of K values searched like the other hyper-parameters); None: the true K."""
     k = entry.get("latent_dim")
     return k.get(dataset) if isinstance(k, dict) else k
 
@@ -258,9 +259,11 @@ def experiment_spec(config: dict, experiment: str, dataset: str, method: str) ->
     grid_axes = dict(entry["methods"][method])
     if isinstance(entry["sigma2"], list):  # a grid of fixed σ² values (the real sets)
         grid_axes["sigma2"] = entry["sigma2"]
+    latent_dim = experiment_latent_dim(entry, dataset)
+    if isinstance(latent_dim, list):  # K as a grid axis (each training job holds one K)
+        grid_axes["K"], latent_dim = latent_dim, None
     names = sorted(grid_axes)
     grid = [dict(zip(names, values)) for values in itertools.product(*(grid_axes[n] for n in names))] or [{}]
-    latent_dim = experiment_latent_dim(entry, dataset)
     return {
         "experiment": experiment, "dataset": dataset, "method": method, "seed": config["seed"],
         "grid": grid, "restarts": restarts, "sigma2": entry["sigma2"], "selection": entry["selection"],

@@ -26,32 +26,39 @@ from fmvae.metrics.quadrature import latent_grid, log_marginal
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
 from fmvae.nn import BatchedVAE, Labels
 from fmvae.train.loop import evaluate_objective
-from fmvae.train.protocol import DataSet, build_model, pick_device
+from fmvae.train.protocol import DataSet, build_model, model_latent_dim, pick_device
 
 log = logging.getLogger(__name__)
 
 
 def read_parts(paths) -> dict:
-    """Per-model records and parameters of all training parts, concatenated in plan order."""
-    models, arrays = [], {}
+    """Per-model records of all training parts, in plan order: ``models``, the per-model arrays
+    (curve, diverged, validation bounds) concatenated, and ``params``: per model, its part's
+    parameter arrays and its row there (parts of different K have differently shaped weights)."""
+    models, arrays, params = [], {}, []
     for path in paths:
         with h5py.File(path, "r") as f:
             attrs = store.read_attrs(f)
             models += attrs["models"]
             for key in ("curve", "diverged", "val_objective", "val_elbo", "aggressive_epochs"):
                 arrays.setdefault(key, []).append(f[key][()])
-            f["params"].visititems(lambda name, obj: arrays.setdefault(f"params/{name}", []).append(obj[()])
-                                   if isinstance(obj, h5py.Dataset) else None)
-    return {"models": models, **{k: np.concatenate(v) for k, v in arrays.items()}}
+            part = {}
+            f["params"].visititems(lambda name, obj: part.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
+                                   else None)
+            params += [(part, row) for row in range(len(attrs["models"]))]
+    return {"models": models, "params": params, **{k: np.concatenate(v) for k, v in arrays.items()}}
 
 
 def load_models(data: DataSet, spec: dict, runs: dict, indices, device) -> BatchedVAE:
-    """A stack holding the models ``indices`` of ``runs`` with their trained parameters."""
+    """A stack holding the models ``indices`` of ``runs`` (all of one K) with their trained parameters."""
     plan = [{**runs["models"][i], "init": "random"} for i in indices]
+    latent_dims = {model_latent_dim(spec, m) for m in plan}
+    if len(latent_dims) != 1:
+        raise ValueError(f"models of different K ({sorted(latent_dims)}) cannot share a stack")
     model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", None, None, torch.device("cpu"),
-                        spec.get("latent_dim"), semi_supervised=methods.get(spec["method"]).semi_supervised)
-    model.load_arrays({k[len("params/"):]: torch.as_tensor(v[list(indices)])
-                       for k, v in runs.items() if k.startswith("params/")})
+                        latent_dims.pop(), semi_supervised=methods.get(spec["method"]).semi_supervised)
+    rows = [runs["params"][i] for i in indices]
+    model.load_arrays({name: torch.as_tensor(np.stack([part[name][row] for part, row in rows])) for name in rows[0][0]})
     return model.to(device)
 
 
@@ -215,10 +222,14 @@ def select(runs: dict, spec: dict, data: DataSet, device, seed: int) -> tuple[in
     if not usable:
         raise RuntimeError(f"{data.name}: every restart of every grid point diverged; nothing to evaluate")
     if spec["selection"] == "smooth_knn" and len(usable) > 1:
-        model = load_models(data, spec, runs, [c["index"] for c in usable], device)
-        scores = smooth_knn_px(model, data.x["val"], spec["evaluation"]["smooth_knn"], seed)
-        for c, score in zip(usable, scores):
-            c["val_smooth_knn"] = float(score)
+        by_k: dict = {}  # one stack per K
+        for c in usable:
+            by_k.setdefault(model_latent_dim(spec, runs["models"][c["index"]]), []).append(c)
+        for group in by_k.values():
+            model = load_models(data, spec, runs, [c["index"] for c in group], device)
+            scores = smooth_knn_px(model, data.x["val"], spec["evaluation"]["smooth_knn"], seed)
+            for c, score in zip(group, scores):
+                c["val_smooth_knn"] = float(score)
         chosen = min(usable, key=lambda c: c["val_smooth_knn"])
     else:
         chosen = max(usable, key=lambda c: c["val_objective"])

@@ -2,7 +2,7 @@
 
 Jobs per rule come from Snakemake's own dry run of the whole workflow in an empty directory (so
 they are the DAG's numbers, not a re-derivation). Models and optimiser steps come from the training
-protocol (:func:`fmvae.train.protocol.model_plan`): per training job, its models × epochs × steps
+protocol (:func:`fmvae.train.protocol.parts`): per training job, its models × epochs × steps
 per epoch (⌊n_train / batch⌋), plus φ_GT's restarts. A time estimate converts them with a
 throughput measurement of ``benchmarks/throughput.py`` (batched model-steps per second at the job's
 number of models, interpolated log-log between the measured rows).
@@ -32,7 +32,7 @@ import numpy as np
 from fmvae import config as cfg
 from fmvae import methods
 from fmvae.data import groundtruth
-from fmvae.train.protocol import model_plan, part_count
+from fmvae.train.protocol import parts
 
 LIN_FACTOR = 4.4
 M2_FACTOR = 2.5
@@ -72,10 +72,7 @@ def training_jobs(config: dict, lin_factor: float = LIN_FACTOR) -> list[dict]:
                 if spec["restarts"]["ground_truth"] > 0:
                     gt_versions[dataset] = max(gt_versions.get(dataset, 0), versions)
                 for version in range(versions):
-                    plan = model_plan(spec, version)
-                    per_job = spec["models_per_job"] or len(plan)
-                    for part in range(part_count(spec, version)):
-                        models = plan[part * per_job:(part + 1) * per_job]
+                    for models in parts(spec, version):
                         rows.append({"rule": "train", "experiment": experiment, "dataset": dataset,
                                      "method": method, "models": len(models), "steps_per_model": steps,
                                      "model_steps": len(models) * steps,

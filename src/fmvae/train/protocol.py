@@ -50,17 +50,34 @@ def model_plan(spec: dict, version: int) -> list[dict]:
     return plan
 
 
+def model_latent_dim(spec: dict, model: dict) -> int | None:
+    """A model's K: its grid value (``K`` among its hyper-parameters), else the experiment's, else
+    None (the data set's true K)."""
+    return int(model["hyper"]["K"]) if "K" in model.get("hyper", {}) else spec.get("latent_dim")
+
+
+def parts(spec: dict, version: int) -> list[list[dict]]:
+    """The plan cut into training jobs of ``models_per_job`` models (0: as many as possible). Models
+    of different K never share a job (their weights have different shapes)."""
+    groups: dict = {}
+    for model in model_plan(spec, version):
+        groups.setdefault(model_latent_dim(spec, model), []).append(model)
+    out = []
+    for members in groups.values():
+        per_job = spec["models_per_job"] or len(members)
+        out += [members[i:i + per_job] for i in range(0, len(members), per_job)]
+    return out
+
+
 def part_count(spec: dict, version: int = 0) -> int:
-    per_job = spec["models_per_job"] or len(model_plan(spec, version))
-    return math.ceil(len(model_plan(spec, version)) / per_job)
+    return len(parts(spec, version))
 
 
 def part_models(spec: dict, version: int, part: int) -> list[dict]:
-    plan = model_plan(spec, version)
-    per_job = spec["models_per_job"] or len(plan)
-    if not 0 <= part < part_count(spec, version):
-        raise ValueError(f"part {part} outside 0..{part_count(spec, version) - 1}")
-    return plan[part * per_job:(part + 1) * per_job]
+    cut = parts(spec, version)
+    if not 0 <= part < len(cut):
+        raise ValueError(f"part {part} outside 0..{len(cut) - 1}")
+    return cut[part]
 
 
 class DataSet:
@@ -214,7 +231,7 @@ def train_part(spec: dict, data_path, version: int, part: int, out, surrogate_pa
     gt_encoder = read_gt_encoder(gt_encoder_path) if needs_truth else None
     semi = method.semi_supervised
     model = build_model(data, spec["training"], plan, spec["sigma2"] == "learned", gt_decoder, gt_encoder, device,
-                        spec.get("latent_dim"), semi_supervised=semi)
+                        model_latent_dim(spec, plan[0]), semi_supervised=semi)
     hyper = {name: np.array([m["hyper"][name] for m in plan]) for name in method.hyper}
     name = f"{spec['experiment']}/{data.name}/v{version}/{spec['method']} part {part}"
     log.info("%s: %d models on %s (%s)", name, len(plan), device,

@@ -34,7 +34,6 @@ class Method:
         keys = [*self.hyper, *sorted(k for k in hyper if k not in self.hyper)]
         return "-".join(f"{k}{hyper[k]:g}" for k in keys)
 
-
     @property
     def semi_supervised(self) -> bool:
         return self.model == "m2"

@@ -11,7 +11,6 @@ so chunking the plan differently does not change any model.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import h5py
@@ -182,10 +181,10 @@ def read_arrays(path, group: str, index: int | None = None) -> dict:
 
 
 def read_gt_encoder(path) -> dict[str, dict]:
-    """φ_GT of a ground-truth encoder file: each inference network's arrays by network name."""
+    """φ_GT of a ground-truth encoder file: each inference network's arrays by network name (one
+    group per network, as :func:`fit_gt_encoder` writes them)."""
     with h5py.File(path, "r") as f:
-        names = [name for name in ("encoder", "encoder_zy", "classifier") if name in f]
-    return {name: read_arrays(path, name) for name in names}
+        return {name: {k: v[()] for k, v in group.items()} for name, group in f.items() if isinstance(group, h5py.Group)}
 
 
 def fit_gt_encoder(spec: dict, data_path, version: int, surrogate_path, out) -> None:

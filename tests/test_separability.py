@@ -183,7 +183,7 @@ def test_workflow_files_follow_the_configured_sets():
 
 
 def test_separability_spec_takes_the_config_section_and_seed():
-    assert sep.separability_spec({"seed": 7}) == {**sep.DEFAULTS, "seed": 7}
+    assert sep.separability_spec({"seed": 7}) == {**sep.defaults(), "seed": 7}
     assert sep.separability_spec({"seed": 7, "separability": {"folds": 3}})["folds"] == 3
 
 

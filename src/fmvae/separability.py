@@ -36,13 +36,15 @@ What is computed, for one labelled set (x_n, y_n), n = 1..N, with C classes:
   labelled points per class. ``warn`` when the balanced accuracy is below
   ``min_balanced_accuracy`` or the normalised entropy above ``max_normalised_entropy`` [choice].
 
-Settings are a dict; :data:`DEFAULTS` holds every key's default (the config's ``separability``
-section, workflow/schemas/config.schema.yaml, has the same defaults).
+Settings are a dict; every key's default is the config schema's (the ``separability`` section of
+workflow/schemas/config.schema.yaml, read by :func:`defaults`), so a CSV check outside the workflow
+runs with the same settings as the workflow's.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -54,26 +56,18 @@ import torch
 
 from fmvae.checks import format_cell
 from fmvae import store
-from fmvae.config import derive_seed
+from fmvae.config import derive_seed, fill_defaults, load_schema
 from fmvae.nn import BatchedMLP
 from fmvae.store import atomic_path
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "hidden": [50, 50],  # hidden layer widths of the leaky-ReLU MLP
-    "negative_slope": 0.01,  # of the leaky ReLU
-    "lr": 1.0e-3,  # Adam learning rate
-    "epochs": 2000,  # at most this many passes over a fold's training points
-    "batch_size": 0,  # 0: full batch (one Adam step per epoch)
-    "patience": 100,  # early stopping: epochs without a lower validation loss (0: none, train all epochs)
-    "validation_fraction": 0.2,  # of each fold's training points, held out for early stopping
-    "folds": 5,  # stratified k-fold cross-validation
-    "class_weight": "balanced",  # [choice] balanced: each class weighs equally in the loss; none: plain
-    "min_balanced_accuracy": 0.9,  # [choice] warn below this balanced accuracy ...
-    "max_normalised_entropy": 0.3,  # [choice] ... or above this mean entropy / log C
-    "seed": 0,
-}
+@functools.cache
+def defaults() -> dict:
+    """Every setting's default: the schema's ``separability`` section, and seed 0 (the workflow
+    passes the config's base seed)."""
+    return {**fill_defaults({}, load_schema()["properties"]["separability"]), "seed": 0}
+
 
 # Section 7 / Appendix E.3: the paper built (semi-circles) or chose (the real sets) these for their
 # class overlap, so it expects the check to warn on each.
@@ -89,12 +83,12 @@ class SeparabilityError(ValueError):
 
 
 def settings_from(spec: dict | None = None) -> dict:
-    """:data:`DEFAULTS` updated with ``spec``; unknown keys and bad values are errors."""
+    """:func:`defaults` updated with ``spec``; unknown keys and bad values are errors."""
     spec = dict(spec or {})
-    unknown = sorted(set(spec) - set(DEFAULTS))
+    unknown = sorted(set(spec) - set(defaults()))
     if unknown:
-        raise SeparabilityError(f"unknown separability setting(s): {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-    settings = {**DEFAULTS, **spec}
+        raise SeparabilityError(f"unknown separability setting(s): {', '.join(unknown)}; known: {', '.join(defaults())}")
+    settings = {**defaults(), **spec}
     problems = []
     if not settings["hidden"] or any(int(h) < 1 for h in settings["hidden"]):
         problems.append("hidden: a non-empty list of positive widths")
@@ -116,9 +110,9 @@ def settings_from(spec: dict | None = None) -> dict:
 
 def separability_spec(config: dict) -> dict:
     """The settings the workflow passes: the config's ``separability`` section (if any) over
-    :data:`DEFAULTS`, with the config's base seed unless the section sets its own."""
+    :func:`defaults`, with the config's base seed unless the section sets its own."""
     section = dict(config.get("separability") or {})
-    section.setdefault("seed", config.get("seed", DEFAULTS["seed"]))
+    section.setdefault("seed", config.get("seed", defaults()["seed"]))
     return settings_from(section)
 
 

@@ -85,20 +85,31 @@ def _combine(labelled: torch.Tensor, unlabelled: torch.Tensor, log_q_y: torch.Te
     return torch.where(observed, gamma * labelled + alpha * log_q_y, unlabelled)
 
 
-def _sample_y(model, out: torch.Tensor, eps_y: torch.Tensor):
+def _sample_y(model, out: torch.Tensor, eps_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A reparameterised y ~ q(y|x) (``out`` = model.classify(x), broadcast against ``eps_y``) as
-    the decoder sees it, with log q(y|x) and log p(y) of that sample (Concrete densities for
-    discrete labels), and the analytic KL(q(y|x) ‖ p(y))."""
+    the decoder sees it, and the sample as :func:`_log_densities_y` takes it (log y of the relaxed
+    one-hot sample, or y itself)."""
     if model.labels.discrete:
         log_y = relaxed_log_sample(out, eps_y)
-        prior_logits = torch.zeros_like(out)
+        return log_y.exp(), log_y
+    y = out[..., :1] + torch.exp(0.5 * out[..., 1:]) * eps_y
+    return y, y
+
+
+def _kl_y(model, out: torch.Tensor) -> torch.Tensor:
+    """The analytic KL(q(y|x) ‖ p(y)): categorical against uniform, or Gaussian against N(0, 1)."""
+    if model.labels.discrete:
         log_pi = torch.log_softmax(out, -1)
-        kl = (log_pi.exp() * (log_pi + math.log(model.labels.n_classes))).sum(-1)
-        return log_y.exp(), concrete_log_density(log_y, out), concrete_log_density(log_y, prior_logits), kl
-    mean, log_var = out[..., :1], out[..., 1:]
-    y = mean + torch.exp(0.5 * log_var) * eps_y
-    zeros = torch.zeros_like(y)
-    return y, log_normal(y, mean, log_var), log_normal(y, zeros, zeros), gaussian_kl_to_standard(mean, log_var)
+        return (log_pi.exp() * (log_pi + math.log(model.labels.n_classes))).sum(-1)
+    return gaussian_kl_to_standard(out[..., :1], out[..., 1:])
+
+
+def _log_densities_y(model, out: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log q(y|x) and log p(y) at a sample of :func:`_sample_y` (Concrete densities for discrete labels)."""
+    if model.labels.discrete:
+        return concrete_log_density(sample, out), concrete_log_density(sample, torch.zeros_like(out))
+    zeros = torch.zeros_like(sample)
+    return log_normal(sample, out[..., :1], out[..., 1:]), log_normal(sample, zeros, zeros)
 
 
 def m2_elbo(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None = None) -> torch.Tensor:
@@ -115,8 +126,8 @@ def m2_elbo(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None = Non
     mean, log_var = model.encode(x)
     z = mean + torch.exp(0.5 * log_var) * eps_z
     out = model.classify(x)
-    y_sample, _, _, kl_y = _sample_y(model, out, eps_y)
-    unlabelled = (log_normal(x, model.decode(z, y_sample), log_sigma2) - kl_y
+    y_sample, _ = _sample_y(model, out, eps_y)
+    unlabelled = (log_normal(x, model.decode(z, y_sample), log_sigma2) - _kl_y(model, out)
                   - gaussian_kl_to_standard(mean, log_var))
     return _combine(labelled, unlabelled, discriminator(model, out, y), observed, hyper)
 
@@ -147,7 +158,8 @@ def m2_iwae(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None = Non
     mean, log_var = mean[:, :, None], log_var[:, :, None]
     z = mean + torch.exp(0.5 * log_var) * eps_z
     out = model.classify(x)
-    y_sample, log_q_y, log_p_y, _ = _sample_y(model, out[:, :, None], eps_y)
+    y_sample, drawn = _sample_y(model, out[:, :, None], eps_y)
+    log_q_y, log_p_y = _log_densities_y(model, out[:, :, None], drawn)
     log_w = (log_normal(xs, decode(z, y_sample), log_sigma2) + log_normal(z, zeros, zeros) + log_p_y
              - log_q_y - log_normal(z, mean, log_var))
     unlabelled = log_mean_weights(log_w, hyper)

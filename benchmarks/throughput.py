@@ -12,12 +12,16 @@ What it measures, for M = 1, 10, 100, 1000 models (``--models``):
   is extrapolated to M models; the JSON row says how many were timed.
 
 Both use the same network (D=2, K=1, 3x50 leaky-ReLU) and the same ``torch.set_num_threads``.
-Throughput is model-steps per second = models x optimiser steps / wall seconds. The batched
+Throughput is model-steps per second = models x optimiser steps / wall seconds. Each row alternates
+the two measurements for ``--rounds`` rounds (default 3) and reports the medians, with the ratio
+the median of the per-round ratios: on a shared 2-core machine the one-at-a-time loop alone moves by
+up to a third from one measurement to the next, and alternating keeps both sides under the same
+conditions. Every round's figures are in the JSON. The batched
 trainer's FLOP rate is counted analytically (forward matmuls 2*in*out per layer per point, encoder
 + decoder, times 3 for forward + backward) and divided by the peak measured in the same run with
 a 2048x2048 float32 matmul on the batched trainer's device.
 
-Run from the repository root (about 1-3 minutes on 2 cores):
+Run from the repository root (about 1-4 minutes on 2 cores):
 
     python benchmarks/throughput.py [--threads N] [--device auto|cpu|cuda] [--out PATH]
 
@@ -36,6 +40,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -173,7 +178,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="per measurement")
-    parser.add_argument("--single-models", type=int, default=3, help="single-loop models timed per row")
+    parser.add_argument("--single-models", type=int, default=3, help="single-loop models timed per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating batched/single measurements per row")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/throughput.json"))
     args = parser.parse_args()
 
@@ -188,20 +194,26 @@ def main() -> None:
 
     rows = []
     print(f"peak matmul: {peak:.1f} GFLOP/s on {device}, {args.threads} threads")
-    print(f"{'models':>7} {'batched/s':>11} {'single/s':>10} {'ratio':>7} {'GFLOP/s':>8} {'of peak':>8}")
+    print(f"{'models':>7} {'batched/s':>11} {'single/s':>10} {'ratio':>7} {'range':>11} {'GFLOP/s':>8} {'of peak':>8}")
     for m in args.models:
-        batched = time_batched(m, x_train, x_val, device, args.min_seconds)
-        single = time_single(m, x_train, args.single_models, args.min_seconds)
-        gflops = batched["model_steps_per_s"] * flops / 1e9
+        rounds = []
+        for _ in range(args.rounds):
+            batched = time_batched(m, x_train, x_val, device, args.min_seconds)
+            single = time_single(m, x_train, args.single_models, args.min_seconds)
+            rounds.append({"batched": batched, "single": single,
+                           "ratio": batched["model_steps_per_s"] / single["model_steps_per_s"]})
+        rate = statistics.median(r["batched"]["model_steps_per_s"] for r in rounds)
+        ratios = [r["ratio"] for r in rounds]
+        gflops = rate * flops / 1e9
         rows.append({"models": m,
-                     "batched_model_steps_per_s": batched["model_steps_per_s"],
-                     "single_model_steps_per_s": single["model_steps_per_s"],
-                     "ratio": batched["model_steps_per_s"] / single["model_steps_per_s"],
-                     "batched_gflops": gflops, "peak_fraction": gflops / peak,
-                     "batched": batched, "single": single})
+                     "batched_model_steps_per_s": rate,
+                     "single_model_steps_per_s": statistics.median(r["single"]["model_steps_per_s"] for r in rounds),
+                     "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                     "batched_gflops": gflops, "peak_fraction": gflops / peak, "rounds": rounds})
         r = rows[-1]
         print(f"{m:>7} {r['batched_model_steps_per_s']:>11.0f} {r['single_model_steps_per_s']:>10.0f} "
-              f"{r['ratio']:>7.1f} {gflops:>8.2f} {r['peak_fraction']:>8.1%}", flush=True)
+              f"{r['ratio']:>7.1f} {r['ratio_min']:>5.1f}-{r['ratio_max']:<5.1f} {gflops:>8.2f} "
+              f"{r['peak_fraction']:>8.1%}", flush=True)
 
     result = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -212,7 +224,7 @@ def main() -> None:
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "setup": {"data_dim": D, "latent_dim": K, "hidden": HIDDEN, "negative_slope": SLOPE,
                   "n_train": N_TRAIN, "batch_size": BATCH, "steps_per_epoch": STEPS_PER_EPOCH, "lr": LR,
-                  "sigma2": SIGMA2, "min_seconds": args.min_seconds,
+                  "sigma2": SIGMA2, "min_seconds": args.min_seconds, "rounds": args.rounds,
                   "flops_per_model_step": flops,
                   "flop_model": "3 x forward matmul FLOPs (2*in*out per layer per point, encoder+decoder)"},
         "peak_matmul_gflops": peak,

@@ -20,8 +20,8 @@ def reference_mlp(net: BatchedMLP, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("sizes,slope", [([2, 50, 50, 2], 0.01), ([1, 9, 12, 50, 1], 0.2), ([3, 7], 0.01),
                                          ([2, 8, 8, 2], 0.0), ([5, 50, 4], 0.01)])
 def test_batched_mlp_matches_autograd_reference_in_values_and_gradients(sizes, slope):
-    """Widths of 8 or more on both sides of a layer take the grouped-convolution path on the CPU,
-    thinner ones the batched products; float64 gradcheck, and float32 against the reference."""
+    """Thin layers (into 1 or 2) take the transposed products, outer products the broadcast;
+    float64 gradcheck, and float32 against the reference."""
     net = BatchedMLP(3, sizes, slope, seeds=[1, 2, 3]).double()
     x = torch.randn(3, 11, sizes[0], dtype=torch.double, generator=torch.Generator().manual_seed(len(sizes)),
                     requires_grad=True)

@@ -1,27 +1,27 @@
 """A stack of M independent multi-layer perceptrons evaluated as one batched computation.
 
 Weights are stored as tensors of shape (M, fan_in, fan_out) and biases as (M, 1, fan_out); a
-forward pass maps inputs of shape (M, N, fan_in) to (M, N, fan_out). Each model owns its own slice
-of every parameter; gradients never mix across models because the loss is a sum of per-model terms.
+forward pass maps inputs of shape (M, N, fan_in) to (M, N, fan_out) by a chain of batched matrix
+products. Each model owns its own slice of every parameter; gradients never mix across models
+because the loss is a sum of per-model terms.
 
 How the stack is computed (measured on 100 VAEs of the benchmark's shape, 3×50 hidden, batch 100,
 2 threads of a 2-core CPU):
 
-* The whole MLP is one autograd function with a hand-written backward pass. Activations are kept
-  *channel-major*, (M, features, N), so every product's result has N columns, and each hidden
+* The whole MLP is one autograd function with a hand-written backward pass, and each hidden
   layer's leaky ReLU runs in place: its backward pass reads the sign of the layer's output, which
-  is the sign of its input for a slope ≥ 0, so one tensor per layer is saved instead of two.
-* On the CPU the products of layers at least :data:`CONV_MIN_WIDTH` wide on both sides (the 50→50
-  layers) run as one grouped 1×1 convolution over the stack (oneDNN), forward and for the input
-  gradient: ~250 GFLOP/s against ~157 GFLOP/s for MKL's batched ``bmm`` of the same shapes. Weight
-  gradients, thin layers, and every product on other devices use batched matrix products.
+  is the sign of its input for a slope ≥ 0, so one tensor per layer is saved instead of two, and
+  autograd keeps one node per network instead of two per layer. Against one autograd node per
+  layer with an out-of-place leaky ReLU, this took the trainer from about 12 700 to 14 000–15 000
+  model-steps/s on 100 VAEs, and was no slower at 1 or 10 (interleaved runs).
 * :func:`_bmm` picks the orientation of a product whose result would have one or two columns: CPU
   BLAS runs such a stack several times slower than the same product transposed (a 50→2 layer's
-  weight gradient on 100 models, one thread: 372 → 78 µs).
+  forward on 100 models, one thread: 344 → 81 µs; its weight gradient 372 → 78 µs).
+* Tried and dropped: channel-major activations with the wide layers as grouped 1×1 convolutions
+  (oneDNN). 5–15% faster at 100–400 models, but half as fast at 25 or 75, depending on how the
+  library blocks the groups.
 
-Against one autograd node per layer (``baddbmm``/``bmm`` forward and backward, out-of-place leaky
-ReLU), this took the trainer from 12 400 to 14 100 model-steps/s on 100 VAEs (best of three,
-interleaved runs). ``tests/test_nn.py`` checks values and gradients against plain autograd.
+``tests/test_nn.py`` checks values and gradients against plain autograd.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-CONV_MIN_WIDTH = 8  # CPU layers with fan-in and fan-out at least this wide run as grouped convolutions
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -50,65 +48,40 @@ def _bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> 
     return out if bias is None else out + bias
 
 
-def _as_convolution(h: torch.Tensor, fan_in: int, fan_out: int) -> bool:
-    return h.device.type == "cpu" and min(fan_in, fan_out) >= CONV_MIN_WIDTH
-
-
-def _layer(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """One layer, channel-major: wᵀ h + b for h (M, fan_in, N), w (M, fan_in, fan_out), b (M, 1, fan_out)."""
-    m, fan_in, n = h.shape
-    fan_out = w.shape[2]
-    if _as_convolution(h, fan_in, fan_out):
-        weight = w.transpose(1, 2).reshape(m * fan_out, fan_in, 1)
-        return F.conv1d(h.reshape(1, m * fan_in, n), weight, b.reshape(m * fan_out), groups=m).view(m, fan_out, n)
-    return _bmm(w.transpose(1, 2), h, b.transpose(1, 2))
-
-
-def _input_gradient(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Channel-major w g: the gradient at a layer's input from the gradient g (M, fan_out, N) at its output."""
-    m, fan_out, n = g.shape
-    fan_in = w.shape[1]
-    if _as_convolution(g, fan_in, fan_out):
-        g = g.contiguous()
-        return F.conv1d(g.view(1, m * fan_out, n), w.reshape(m * fan_in, fan_out, 1), groups=m).view(m, fan_in, n)
-    return _bmm(w, g)
-
-
 class _Stack(torch.autograd.Function):
-    """The MLP ``x → (leaky ReLU ∘ layer)… → layer`` of every model, inputs (M, N, fan_in)."""
+    """Every model's MLP ``x → (leaky ReLU ∘ layer)… → layer`` on inputs (M, N, fan_in)."""
 
     @staticmethod
     def forward(ctx, negative_slope: float, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = params[0::2], params[1::2]
-        h = x.transpose(1, 2).contiguous()
-        inputs = [h]  # each layer's input, channel-major: what the weight gradients need
+        h = x
+        inputs = [x]  # each layer's input: what its weight gradient needs
         for i, (w, b) in enumerate(zip(weights, biases)):
-            h = _layer(h, w, b)
+            h = _bmm(h, w, b)
             if i < len(weights) - 1:
                 h = F.leaky_relu_(h.contiguous(), negative_slope)
                 inputs.append(h)
         ctx.negative_slope = negative_slope
         ctx.save_for_backward(*inputs, *weights)
-        return h.transpose(1, 2)
+        return h
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, g: torch.Tensor):
         saved = ctx.saved_tensors
         layers = len(saved) // 2
         inputs, weights = saved[:layers], saved[layers:]
         need_x, need = ctx.needs_input_grad[1], ctx.needs_input_grad[2:]
         grads: list[torch.Tensor | None] = [None] * (2 * layers)
-        g = grad.transpose(1, 2)
         for i in reversed(range(layers)):
             if need[2 * i]:
-                grads[2 * i] = _bmm(inputs[i], g.transpose(1, 2))
+                grads[2 * i] = _bmm(inputs[i].transpose(1, 2), g)
             if need[2 * i + 1]:
-                grads[2 * i + 1] = g.sum(2).unsqueeze(1)
+                grads[2 * i + 1] = g.sum(1, keepdim=True)
             if i > 0 or need_x:
-                g = _input_gradient(g, weights[i])
+                g = _bmm(g, weights[i].transpose(1, 2))
                 if i > 0:  # through the leaky ReLU, from the sign of its output (slope ≥ 0)
                     g = torch.ops.aten.leaky_relu_backward(g, inputs[i], ctx.negative_slope, True)
-        return None, (g.transpose(1, 2) if need_x else None), *grads
+        return None, (g if need_x else None), *grads
 
 
 class BatchedMLP(nn.Module):

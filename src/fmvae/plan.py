@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -90,15 +91,23 @@ def training_jobs(config: dict, lin_factor: float = LIN_FACTOR) -> list[dict]:
     return rows
 
 
+def _with_own_bin_on_path() -> dict[str, str]:
+    """The environment, with this interpreter's bin folder (where ``fmvae`` is installed) first on
+    PATH: the Snakefile checks for the command, and ``.venv/bin/fmvae plan`` runs unactivated."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
 def dag_job_counts(configfiles, snakefile: Path) -> dict[str, int]:
     """Jobs per rule of the whole workflow from ``snakemake --dry-run`` in an empty directory."""
     with tempfile.TemporaryDirectory() as work:
         result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules",
                                  "--snakefile", str(snakefile), "--directory", work,
                                  "--configfile", *[str(Path(c).resolve()) for c in configfiles]],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, env=_with_own_bin_on_path())
     if result.returncode != 0:
-        raise RuntimeError(f"snakemake --dry-run failed:\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"snakemake --dry-run failed:\n{(result.stderr + result.stdout)[-2000:]}")
     counts = {}
     for line in (result.stdout + result.stderr).splitlines():
         match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s+(\d+)\s*", line)

@@ -2,13 +2,15 @@
 slurm-wlm and munge), the workflow submitted through both shipped profiles, compared with the
 session's local smoke run; and a job cancelled with scancel mid-run, retried, completing.
 
-Both routes run the same slice of the smoke workflow side by side (the node has the machine's
-cores): data preparation as one group job (simulation and real-data splits), φ_GT and training of
-Clusters (VAE) and of the linear example, their evaluations, and the local rules (a download, a data
-figure, the Section 5 table). The slurm route sets cluster.gpu, so its training jobs ask for the
-node's GPU (a gpu GRES on /dev/null); the code falls back to the CPU. Surrogates are copied from the
-local run, whose 30-second fits would otherwise dominate. Runs are time-bound with `timeout -s INT`:
-SIGINT makes Snakemake cancel its SLURM jobs, SIGTERM would leave them running.
+Both routes run the whole smoke workflow (its default target, every rule) side by side on the
+node, which has the machine's cores: data, surrogate fits, φ_GT, training, evaluation, the
+adversarial and checks jobs, separability, and the local rules (downloads, tables, figures,
+REPRODUCTION.md). The SLURM jobs each route submits are checked against the job kinds of its own
+dry run (workflow/profiles/count_jobs.py), every HDF5 file and table against the local run's, and
+every figure and table of the local run is there. The slurm route sets cluster.gpu, so its training
+and adversarial jobs ask for one of the node's two GPUs (gpu GRES on /dev/null and /dev/zero); the
+code falls back to the CPU. Runs are time-bound with `timeout -s INT`: SIGINT makes Snakemake
+cancel its SLURM jobs, SIGTERM would leave them running.
 
 Needs root and apt-get (or slurm-wlm and munge installed); skipped otherwise.
 """
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -29,27 +32,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SmokeRun, copy_workflow, snakemake_env
+from conftest import REPO, SmokeRun, copy_workflow, snakemake_env
 from fmvae import store
 
 _spec = importlib.util.spec_from_file_location("fmvae_test_slurm", Path(__file__).parent / "cluster" / "slurm.py")
 slurm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(slurm)
+_spec = importlib.util.spec_from_file_location("fmvae_count_jobs", REPO / "workflow" / "profiles" / "count_jobs.py")
+count_jobs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(count_jobs)
 
 UNAVAILABLE = slurm.unavailable_reason()  # checked before the session's local smoke run is made
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow,
               pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no local SLURM: {UNAVAILABLE}")]
 
-ROUTE_TIMEOUT = 480  # seconds, per route (both run at once)
-TARGETS = [
-    "results/evaluation/unsupervised/clusters/v0/vae.h5",
-    "results/tables/sec5.csv",           # linear example: φ_GT, training, evaluation, table (local rule)
-    "results/data/titanic/split0.h5",    # download (local rule) and preparation (data group)
-    "results/data/titanic/split1.h5",
-    "results/figures/data/clusters.png",  # local rule
-]
-COPIED_FROM_LOCAL = ["results/surrogates/clusters.h5"]
-COMPARED = ["data", "gt_encoders", "runs", "evaluation"]  # HDF5 folders compared with the local run
+ROUTE_TIMEOUT = 2400  # seconds, per route (both run at once)
+COMPARED = ["data", "surrogates", "gt_encoders", "runs", "evaluation", "adversarial", "checks"]  # HDF5 folders
 IGNORED_ATTRS = {"seconds"}  # wall time of a training job
 
 
@@ -84,33 +82,45 @@ class Route:
     returncode: int
     seconds: float
     log: str
+    planned: Counter  # SLURM submissions by kind (group or rule name) in the route's own dry run
 
 
 def prepare(work_root: Path, name: str, local: SmokeRun) -> Path:
-    """A copy of the workflow with local.yaml and the surrogates of the local run (mtimes kept)."""
+    """A copy of the workflow with the local run's local.yaml (downloads from 127.0.0.1)."""
     work = copy_workflow(work_root / name)
     shutil.copy2(local.work / "local.yaml", work / "local.yaml")
-    for rel in COPIED_FROM_LOCAL:
-        (work / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(local.work / rel, work / rel)
     return work
+
+
+def snakemake_args(extra_configs: list[str], args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--configfile", "config/smoke.yaml", "local.yaml", *extra_configs, *args]
 
 
 def start(work: Path, extra_configs: list[str], args: list[str], timeout: int) -> subprocess.Popen:
     """Snakemake on the smoke config (plus ``extra_configs``) in ``work``, killed with SIGINT after
     ``timeout`` seconds (Snakemake then cancels its SLURM jobs); output in work/snakemake.log."""
     with open(work / "snakemake.log", "w") as log:
-        return subprocess.Popen(["timeout", "-s", "INT", "-k", "30", str(timeout), sys.executable, "-m", "snakemake",
-                                 "--configfile", "config/smoke.yaml", "local.yaml", *extra_configs, *args],
+        return subprocess.Popen(["timeout", "-s", "INT", "-k", "30", str(timeout),
+                                 *snakemake_args(extra_configs, args)],
                                 cwd=work, env=snakemake_env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def planned_submissions(work: Path, extra_configs: list[str], args: list[str]) -> Counter:
+    """SLURM submissions by kind in a dry run of the same command: one per group job (by group name),
+    one per job of a rule that is not a localrule (by rule name)."""
+    dry = subprocess.run(snakemake_args(extra_configs, ["-n", *args]), cwd=work, env=snakemake_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    groups, remote, _ = count_jobs.count(dry.stdout + dry.stderr, count_jobs.local_rules())
+    return Counter({name: len(jobs) for name, jobs in groups.items()}) + remote
 
 
 @pytest.fixture(scope="module")
 def routes(local, cluster, tmp_path_factory) -> dict[str, Route]:
-    """The two routes at once: --executor slurm (profile workflow/profiles/slurm, GPU on) and
-    cluster-generic (workflow/profiles/slurm-generic, GPU off)."""
+    """The two routes at once, each the whole smoke workflow: --executor slurm (profile
+    workflow/profiles/slurm, GPU on) and cluster-generic (workflow/profiles/slurm-generic, GPU off)."""
     root = tmp_path_factory.mktemp("slurm")
-    common = ["--cores", "2", "--latency-wait", "10", *TARGETS]  # --cores: per-group CPU limit (node: 2)
+    common = ["--cores", "2", "--latency-wait", "10"]  # --cores: per-group CPU limit (node: 2)
     works = {"slurm": prepare(root, "slurm", local), "generic": prepare(root, "generic", local)}
     (works["slurm"] / "gpu.yaml").write_text("cluster: {gpu: true}\n")
     commands = {
@@ -119,6 +129,7 @@ def routes(local, cluster, tmp_path_factory) -> dict[str, Route]:
         "generic": ([], ["--profile", "workflow/profiles/slurm-generic", "--seconds-between-status-checks", "2",
                          *common]),
     }
+    planned = {name: planned_submissions(works[name], *commands[name]) for name in works}
     begin = time.monotonic()
     procs = {name: start(works[name], *commands[name], ROUTE_TIMEOUT) for name in works}
     ended = {}
@@ -130,10 +141,19 @@ def routes(local, cluster, tmp_path_factory) -> dict[str, Route]:
     for name, proc in procs.items():
         proc.wait(timeout=60)
         out[name] = Route(name, works[name], proc.returncode, ended.get(name, time.monotonic() - begin),
-                          (works[name] / "snakemake.log").read_text(errors="replace"))
-    print(f"\nlocal smoke run {local.seconds:.0f} s (whole workflow); SLURM routes at once: "
-          + ", ".join(f"{r.name} {r.seconds:.0f} s" for r in out.values()), file=sys.stderr)
+                          (works[name] / "snakemake.log").read_text(errors="replace"), planned[name])
+    print(f"\nlocal smoke run {local.seconds:.0f} s; both SLURM routes of the whole smoke workflow at once: "
+          + ", ".join(f"{r.name} {r.seconds:.0f} s ({sum(r.planned.values())} SLURM jobs)" for r in out.values()),
+          file=sys.stderr)
     return out
+
+
+def kind_of(label: str, kinds) -> str:
+    """The group or rule a SLURM job label ("<kind>_..." or "<kind>") belongs to: the longest match
+    (``fit_surrogate_...`` is the rule fit_surrogate, ``fit_...`` the group fit)."""
+    matches = [k for k in kinds if label == k or label.startswith(k + "_")]
+    assert matches, f"{label!r} matches none of {sorted(kinds)}"
+    return max(matches, key=len)
 
 
 def queue(work: Path) -> list[dict]:
@@ -212,49 +232,55 @@ def compare_csv(path: Path, reference: Path, problems: list[str]) -> None:
 
 
 def assert_same_as_local(route: Route, local: SmokeRun) -> int:
-    results = route.work / "results"
-    compared, problems = 0, []
-    for path in sorted(p for folder in COMPARED for p in (results / folder).rglob("*.h5")):
-        reference = local.work / path.relative_to(route.work)
-        assert reference.exists(), f"{reference} is missing from the local run"
-        compare_h5(path, reference, problems)
-        compared += 1
-    for path in sorted((results / "tables").glob("*.csv")):
-        compare_csv(path, local.work / path.relative_to(route.work), problems)
-        compared += 1
+    """Every HDF5 file of the COMPARED folders and every table CSV equal to the local run's (the same
+    files on both sides); returns how many files were compared."""
+    def files(work: Path) -> set[Path]:
+        results = work / "results"
+        found = {p for folder in COMPARED for p in (results / folder).rglob("*.h5")}
+        return {p.relative_to(work) for p in found | set((results / "tables").glob("*.csv"))}
+
+    mine, theirs = files(route.work), files(local.work)
+    assert mine == theirs, f"{route.name}: files differ from the local run: {sorted(mine ^ theirs)[:20]}"
+    problems: list[str] = []
+    for rel in sorted(mine):
+        compare = compare_csv if rel.suffix == ".csv" else compare_h5
+        compare(route.work / rel, local.work / rel, problems)
     assert not problems, f"{route.name} differs from the local run:\n" + "\n".join(problems[:30])
-    return compared
+    return len(mine)
 
 
 def check_route(route: Route, local: SmokeRun) -> list[dict]:
     assert route.returncode == 0, f"{route.name} route failed ({route.returncode}):\n{route.log[-5000:]}"
-    for target in TARGETS:
-        assert (route.work / target).exists(), target
-    # data ×4 (clusters v0, linear v0, titanic 0-1), φ_GT ×2, runs ×2, evaluations ×2, one table
-    assert assert_same_as_local(route, local) == 11
+    for folder in ["figures", "tables"]:
+        expected = sorted(p.relative_to(local.work) for p in (local.work / "results" / folder).rglob("*.*"))
+        assert expected and all((route.work / p).exists() for p in expected), f"{route.name}: {folder} missing"
+    assert (route.work / "results/REPRODUCTION.md").exists()
+    assert assert_same_as_local(route, local) >= 100  # every HDF5 file of the run, every table
     jobs = queue(route.work)
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
     return jobs
 
 
-def test_slurm_executor_matches_local_run(routes, local):
-    jobs = check_route(routes["slurm"], local)
-    # The plugin comments a group job "rule_<group>_<rules>": one data job (4 preparations), one fit
-    # job per (data set, version) with φ_GT and its training, one evaluate job (2 evaluations).
-    # Nothing from the local rules (download, data figure, table).
-    kinds = {j["id"]: j["comment"].split("_")[1] for j in jobs}
-    assert sorted(kinds.values()) == ["data", "evaluate", "fit", "fit"], [j["comment"] for j in jobs]
+def test_slurm_executor_runs_the_whole_workflow_as_a_local_run_does(routes, local):
+    route = routes["slurm"]
+    jobs = check_route(route, local)
+    # The plugin comments a job "rule_<group or rule>_...": the SLURM jobs are exactly the dry run's
+    # group jobs (data, fit = φ_GT with its training, evaluate) and non-local rules; no local rule.
+    kinds = {j["id"]: kind_of(j["comment"].removeprefix("rule_"), route.planned) for j in jobs}
+    assert Counter(kinds.values()) == route.planned, [j["comment"] for j in jobs]
+    assert {"data", "fit", "evaluate", "fit_surrogate"} <= set(route.planned)
     gpu = {j["id"]: j["gpus"] for j in jobs}
-    assert all(gpu[i] == (kind == "fit") for i, kind in kinds.items()), jobs  # cluster.gpu: true
-    log = (routes["slurm"].work / "results/logs/train/unsupervised/clusters/v0/vae/part0.log").read_text()
+    assert all(gpu[i] == (kind in ("fit", "adversarial")) for i, kind in kinds.items()), jobs  # cluster.gpu: true
+    log = (route.work / "results/logs/train/unsupervised/clusters/v0/vae/part0.log").read_text()
     assert "on cpu" in log  # the GPU was a GRES on /dev/null: the code fell back to the CPU
 
 
-def test_cluster_generic_matches_local_run(routes, local):
-    jobs = check_route(routes["generic"], local)
-    # sbatch --job-name=smk-{name}: a group job's name is "<group>_<rules>"
-    kinds = sorted(j["name"].removeprefix("smk-").split("_")[0] for j in jobs)
-    assert kinds == ["data", "evaluate", "fit", "fit"], [j["name"] for j in jobs]
+def test_cluster_generic_runs_the_whole_workflow_as_a_local_run_does(routes, local):
+    route = routes["generic"]
+    jobs = check_route(route, local)
+    # sbatch --job-name=smk-{name}: "<group>_<rules>" for a group job, the rule's name otherwise
+    kinds = [kind_of(j["name"].removeprefix("smk-"), route.planned) for j in jobs]
+    assert Counter(kinds) == route.planned, [j["name"] for j in jobs]
     assert not any(j["gpus"] for j in jobs)  # cluster.gpu: false (the default)
 
 
@@ -288,7 +314,7 @@ def test_job_cancelled_with_scancel_is_retried(local, cluster, tmp_path):
     """A training job cancelled mid-run (node failure) is resubmitted (--retries 1) and the workflow
     completes. Its inputs come from the local run; longer training gives a window to cancel in."""
     work = prepare(tmp_path, "wf", local)
-    for rel in ["results/data/clusters/v0.h5", "results/gt_encoders/clusters/v0.h5"]:
+    for rel in ["results/data/clusters/v0.h5", "results/gt_encoders/clusters/v0.h5", "results/surrogates/clusters.h5"]:
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(local.work / rel, work / rel)
     (work / "slow.yaml").write_text("training: {epochs: 1000, log_every_epochs: 10}\n")

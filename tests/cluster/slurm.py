@@ -17,11 +17,13 @@ snakemake-executor-plugin-slurm 2.8, Debian slurm-wlm 22.05):
 - one node named after `hostname -s`, NodeAddr 127.0.0.1, CPUs and RealMemory from `slurmd -C`
   (a RealMemory above what slurmd detects makes the node INVAL);
 - select/cons_tres with cores and memory consumable, proctrack/linuxproc, task/none (no cgroups);
-- no accounting (no slurmdbd: `sacct` fails), so MinJobAge=300 keeps finished jobs visible to
-  `squeue` long enough for Snakemake's status checks (`slurm-status-command: squeue`);
+- no accounting (no slurmdbd: `sacct` fails), so MinJobAge=3600 keeps finished jobs visible to
+  `squeue`: long enough for Snakemake's status checks (`slurm-status-command: squeue`; 300, SLURM's
+  default, is enough for those), and for the test to list every job of a whole smoke run afterwards;
 - EnforcePartLimits=ALL: an impossible request fails at submission instead of pending forever;
-- a `gpu` GRES backed by File=/dev/null, so GPU submissions (`--gpus=1`) are accepted and run on a
-  CPU-only machine, where the code falls back to the CPU.
+- a `gpu` GRES of two "GPUs" backed by File=/dev/null and File=/dev/zero, so GPU submissions
+  (`--gpus=1`) are accepted and two run at once on a CPU-only machine, where the code falls back to
+  the CPU (with one, the GPU route's training jobs ran one at a time and held the other route back).
 
 The pytest side (tests/test_slurm.py) holds an exclusive lock on the state folder while the cluster
 is up, so two test sessions on one machine take turns instead of fighting over the ports.
@@ -252,16 +254,17 @@ DefMemPerCPU=500
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-MinJobAge=300
+MinJobAge=3600
 EnforcePartLimits=ALL
 ReturnToService=2
 SlurmdTimeout=60
 KillWait=5
 GresTypes=gpu
-NodeName={host} NodeAddr=127.0.0.1 {node} RealMemory={memory} Gres=gpu:1 State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 {node} RealMemory={memory} Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
-        (CONF_DIR / "gres.conf").write_text(f"{MARKER}\nNodeName={host} Name=gpu File=/dev/null\n")
+        (CONF_DIR / "gres.conf").write_text(f"{MARKER}\nNodeName={host} Name=gpu File=/dev/null\n"
+                                              f"NodeName={host} Name=gpu File=/dev/zero\n")
 
     def _start(self, name: str, cmd: list[str]) -> None:
         log = open(self.state / "log" / f"{name}.out", "w")

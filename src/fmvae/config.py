@@ -271,9 +271,17 @@ def experiment_spec(config: dict, experiment: str, dataset: str, method: str) ->
         "training": {**{k: training[k] for k in ("device", "negative_slope", "batch_size", "lr",
                                                    "sigma2_init_random", "checkpoint_every_s", "log_every_epochs")},
                      "hidden": entry.get("hidden", training["hidden"]),
-                     "epochs": entry.get("epochs", training["epochs"]), **training["lin"]},
+                     "epochs": entry.get("epochs", training["epochs"]), **training["lin"],
+                     # M2 only, so that an M2 setting does not rerun the unsupervised jobs
+                     **({"m2": training["m2"]} if _methods().get(method).semi_supervised else {})},
         "models_per_job": entry.get("models_per_job", training["models_per_job"]),
     }
+
+
+def _methods():
+    from fmvae import methods  # imported late: fmvae.methods is a leaf, config is imported everywhere
+
+    return methods
 
 
 def gt_encoder_spec(config: dict, dataset: str) -> dict:
@@ -281,7 +289,8 @@ def gt_encoder_spec(config: dict, dataset: str) -> dict:
     return {"dataset": dataset, "seed": config["seed"], "restarts": training["gt_encoder"]["restarts"],
             "training": {**{k: training[k] for k in ("device", "hidden", "negative_slope", "batch_size", "lr",
                                                        "checkpoint_every_s", "log_every_epochs")},
-                         "epochs": training["gt_encoder"]["epochs"]}}
+                         "epochs": training["gt_encoder"]["epochs"],
+                         **({"m2": training["m2"]} if groundtruth.get(dataset).label else {})}}
 
 
 def experiment_versions(config: dict, experiment: str, dataset: str) -> int:

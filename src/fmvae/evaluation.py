@@ -307,7 +307,8 @@ def load_evaluated_model(path) -> tuple[BatchedVAE, dict]:
     latent_dim = arrays[_last_encoder_weight(arrays)].shape[2] // 2
     decoder = "linear_cholesky" if "decoder/A" in arrays else "mlp"
     options = attrs["decoder_options"] if decoder == "linear_cholesky" else {}
-    labels = Labels(attrs["n_classes"]) if "n_classes" in attrs else None  # an M2 model
+    labels = (Labels(attrs["n_classes"], **spec["training"].get("m2", {}))  # an M2 model
+              if "n_classes" in attrs else None)
     model = BatchedVAE(1, data_dim, latent_dim, spec["training"]["hidden"], spec["training"]["negative_slope"],
                        seeds=[0], sigma2_init=torch.ones(1, data_dim), learn_sigma2=False, decoder=decoder,
                        decoder_options=options, labels=labels)

@@ -53,12 +53,29 @@ class LinearCholeskyDecoder(nn.Module):
 
 
 class Labels:
-    """The label of an M2 model: ``n_classes`` ≥ 2 (discrete y) or 0 (one continuous y)."""
+    """The label of an M2 model: ``n_classes`` ≥ 2 (discrete y) or 0 (one continuous y).
 
-    def __init__(self, n_classes: int):
+    ``discrete_y`` (config ``training.m2.discrete_y``) says which model a discrete y defines:
+    ``enumerate`` (default), the discrete model, whose bounds sum over the classes with one-hot
+    decoder inputs; ``relaxed``, the Concrete-relaxed model at ``temperature``, used the same way in
+    training, evaluation and generation."""
+
+    def __init__(self, n_classes: int, discrete_y: str = "enumerate", temperature: float = 2.2):
         if n_classes == 1 or n_classes < 0:
             raise ValueError(f"n_classes must be 0 (continuous y) or at least 2, got {n_classes}")
+        if discrete_y not in ("enumerate", "relaxed"):
+            raise ValueError(f"discrete_y must be 'enumerate' or 'relaxed', got {discrete_y!r}")
         self.n_classes = int(n_classes)
+        self.discrete_y, self.temperature = discrete_y, float(temperature)
+
+    @property
+    def relaxed(self) -> bool:
+        """A discrete label modelled by its Concrete relaxation (training.m2.discrete_y: relaxed)."""
+        return self.discrete and self.discrete_y == "relaxed"
+
+    def with_settings(self, settings: dict | None) -> "Labels":
+        """The same label under the config's ``training.m2`` settings (discrete_y, temperature)."""
+        return Labels(self.n_classes, **(settings or {}))
 
     @property
     def discrete(self) -> bool:

@@ -155,7 +155,7 @@ def build_model(data: DataSet, training: dict, plan: list[dict], learn_sigma2: b
     model = BatchedVAE(len(plan), data.data_dim, latent_dim or data.gt.latent_dim, training["hidden"],
                        training["negative_slope"], seeds=[m["seed"] for m in plan], sigma2_init=sigma2,
                        learn_sigma2=learn_sigma2, decoder=kind, decoder_options=options,
-                       labels=data.labels if semi_supervised else None)
+                       labels=data.labels.with_settings(training.get("m2")) if semi_supervised else None)
     at_truth = [i for i, m in enumerate(plan) if m["init"] == "ground_truth"]
     if at_truth:
         if gt_decoder is None or gt_encoder is None:

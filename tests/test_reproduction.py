@@ -67,3 +67,40 @@ def test_real_conditionals_need_pxy_worse_than_px_on_every_set():
 
     assert verdicts(tables(6.0))["Tables 5–6"] == "yes"
     assert verdicts(tables(1.0))["Tables 5–6"] == "**no**"
+
+
+def test_spiral_sigma2_must_lie_in_the_band_around_the_papers_value():
+    def tables(refit, learned):
+        return {"sec8": [row("sec8", "spiral_dots", "VAE", "sigma2", refit, setting="sigma2_fixed_then_refit",
+                             paper_mean=0.014, paper_std=0.001),
+                         row("sec8", "spiral_dots", "VAE", "sigma2", learned, setting="sigma2_learned_jointly",
+                             paper_mean=0.020, paper_std=0.003)]}
+
+    assert verdicts(tables(0.0151, 0.0215))["Spiral-Dots σ²"] == "yes"
+    # the ordering alone held for the stuck φ_GT's 0.17 / 0.99: the band says no
+    assert verdicts(tables(0.168, 0.99))["Spiral-Dots σ²"] == "**no**"
+    assert verdicts(tables(0.0151, 0.0149))["Spiral-Dots σ²"] == "**no**"  # in band, wrong order
+
+
+def test_a_failed_claim_names_the_restarts_behind_it():
+    restarts = [{"experiment": "spiral_fixed", "dataset": "spiral_dots", "version": "0", "method": "vae", "slug": "",
+                 "restart": str(r), "init": init, "selected": "yes" if r == 7 else "no", "val_objective": str(val),
+                 "smooth_knn_px": str(px), "sigma2": "0.9"}
+                for r, init, val, px in ((0, "ground_truth", -1.5, 2.0), (7, "random", -1.2, 12.0))]
+    tables = {"sec8": [row("sec8", "spiral_dots", "VAE", "sigma2", 0.17, setting="sigma2_fixed_then_refit",
+                           paper_mean=0.014, paper_std=0.001),
+                       row("sec8", "spiral_dots", "VAE", "sigma2", 0.99, setting="sigma2_learned_jointly",
+                           paper_mean=0.020, paper_std=0.003)], "restarts": restarts}
+    line = next(l for l in reproduction_markdown(tables).splitlines() if l.startswith("| Spiral-Dots"))
+    assert "selected random r7" in line and "better p(x): ground_truth r0" in line
+
+
+def test_bounds_claim_reads_the_invariants():
+    def tables(holds):
+        return {"invariants": [{"experiment": "unsupervised", "dataset": "circle", "version": "0", "method": "vae",
+                                "name": "elbo <= log p(x) [quadrature]", "lhs": "-0.3", "rhs": "-0.5",
+                                "slack": "0.02", "holds": holds}]}
+
+    assert verdicts(tables("yes"))["Bounds"] == "yes"
+    assert verdicts(tables("no"))["Bounds"] == "**no**"
+    assert verdicts({})["Bounds"] == "not run"

@@ -136,6 +136,12 @@ def cmd_table(args) -> None:
     tables.write_table(args.name, args.evaluations, args.out_csv, args.out_md)
 
 
+def cmd_audit(args) -> None:
+    from fmvae.report.audit import write_audit
+
+    write_audit(args.evaluations, args.out_dir)
+
+
 def cmd_check(args) -> None:
     from fmvae import checks
 
@@ -337,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("audit", help="per-restart and invariant tables of evaluation files (restarts.*, invariants.*)")
+    p.add_argument("--evaluations", nargs="*", default=[])
+    p.add_argument("--out-dir", required=True, help="folder of restarts.{csv,md} and invariants.{csv,md}")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("check", help="Section 9 practitioner checks: residual normality and the VAE-vs-IWAE gap")
     p.add_argument("--evaluations", nargs="+", required=True, help="evaluation files (each model is checked; "

@@ -22,10 +22,10 @@ from fmvae.data.groundtruth import LINEAR_A_GT
 from fmvae.data.simulate import decoder_mean, load_surrogate
 from fmvae.metrics import linear_gaussian
 from fmvae.metrics.mutual_information import average_latent_mutual_information
-from fmvae.metrics.quadrature import latent_grid, log_marginal
+from fmvae.metrics.loglik import best_estimate, bound_per_point, summarise, log_likelihood_estimates
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
 from fmvae.nn import BatchedVAE, Labels
-from fmvae.train.loop import evaluate_objective
+from fmvae.objectives.semi_supervised import relaxed_log_sample
 from fmvae.train.protocol import DataSet, build_model, model_latent_dim, pick_device
 
 log = logging.getLogger(__name__)
@@ -63,21 +63,28 @@ def load_models(data: DataSet, spec: dict, runs: dict, indices, device) -> Batch
 
 
 def sample_labels(model: BatchedVAE, n: int, generator: torch.Generator) -> torch.Tensor:
-    """y ~ p(y) of an M2 stack, (M, n): uniform classes, or N(0, 1)."""
-    if model.labels.discrete:
-        return torch.randint(model.labels.n_classes, (model.n_models, n), generator=generator).float()
-    return torch.randn(model.n_models, n, generator=generator)
+    """y ~ p(y) of an M2 stack as the decoder sees it, (M, n, width): one-hot uniform classes, a
+    sample of the uniform Concrete prior (the relaxed model, training.m2.discrete_y: relaxed), or N(0, 1)."""
+    labels, m = model.labels, model.n_models
+    if labels.relaxed:
+        eps = torch.randn(m, n, labels.n_classes, generator=generator)
+        return relaxed_log_sample(torch.zeros_like(eps), eps, labels.temperature).exp()
+    if labels.discrete:
+        return labels.represent(torch.randint(labels.n_classes, (m, n), generator=generator))
+    return labels.represent(torch.randn(m, n, generator=generator))
 
 
 def sample_x(model: BatchedVAE, n: int, generator: torch.Generator, y: float | None = None) -> torch.Tensor:
     """x ~ p_θ(x) for every model: z ~ N(0, I), x = f_θ(z) + σ ε; for M2, f_θ(z, y) with y ~ p(y),
-    or x ~ p_θ(x | y) with ``y`` given (a class index or a continuous value). Shape (M, n, D)."""
+    or x ~ p_θ(x | y) with ``y`` given (a class index, decoded one-hot also in the relaxed model, whose
+    vertices they are, or a continuous value). Shape (M, n, D)."""
     m = model.n_models
     z = torch.randn(m, n, model.latent_dim, generator=generator)
     labels = None
     if model.labels:
-        labels = sample_labels(model, n, generator) if y is None else torch.full((m, n), float(y))
-        labels = model.labels.represent(labels).to(model.log_sigma2.device)
+        labels = (sample_labels(model, n, generator) if y is None
+                  else model.labels.represent(torch.full((m, n), float(y))))
+        labels = labels.to(model.log_sigma2.device)
     eps = torch.randn(m, n, model.data_dim, generator=generator).to(model.log_sigma2.device)
     with torch.no_grad():
         return model.decode(z.to(model.log_sigma2.device), labels) + torch.exp(0.5 * model.log_sigma2)[:, None, :] * eps
@@ -109,15 +116,6 @@ def refit_sigma2(model: BatchedVAE, x: torch.Tensor, draws: int, seed: int, chun
             fz = model.decode(z.flatten(1, 2)).view(model.n_models, xb.shape[1], draws, -1)
             total += ((xb[:, :, None] - fz) ** 2).mean(2).sum(1).double().cpu()
     return (total / x.shape[0]).numpy()
-
-
-def quadrature_loglik(model: BatchedVAE, x: torch.Tensor, data: DataSet, grid_points: int = 4001) -> float:
-    """Exact mean log p_θ(x) for a 1-D latent by quadrature (model 0 of the stack)."""
-    grid = latent_grid(data.gt, grid_points)
-    with torch.no_grad():
-        fz = model.decode(torch.as_tensor(grid.z, dtype=torch.float32)[None].to(x.device))[0].double().cpu().numpy()
-    sigma2 = torch.exp(model.log_sigma2[0]).detach().double().cpu().numpy()
-    return float(log_marginal(x.cpu().numpy().astype(np.float64), fz, grid.log_w, sigma2).mean())
 
 
 def latent_mutual_information(model: BatchedVAE, x: torch.Tensor, neighbours: int, seed: int) -> float:
@@ -236,9 +234,62 @@ def select(runs: dict, spec: dict, data: DataSet, device, seed: int) -> tuple[in
     return chosen["index"], candidates
 
 
+def invariant(name: str, lhs: float, rhs: float, se: float, tolerance: float) -> dict:
+    """One checked inequality lhs ≤ rhs, allowed 3 Monte Carlo standard errors plus ``tolerance``."""
+    slack = 3 * (se if np.isfinite(se) else 0.0) + tolerance
+    return {"name": name, "lhs": lhs, "rhs": rhs, "slack": slack, "holds": bool(lhs <= rhs + slack)}
+
+
+def bound_invariants(bounds: dict, estimates: dict, tolerance: float, agreement: float) -> list[dict]:
+    """The invariants every evaluated model is checked against (docs/methods.md, "Evaluation"):
+    each bound (``{name: (mean, se)}``) at most the best log-likelihood estimate, the ELBO at most the
+    IWAE bound, and, where both exist, the importance-sampled estimate within ``agreement`` of the
+    quadrature (and not above it)."""
+    best_name, best = best_estimate(estimates)
+    loglik = float(best.mean())
+    rows = [invariant(f"{name} <= log p(x) [{best_name}]", mean, loglik, se, tolerance)
+            for name, (mean, se) in bounds.items()]
+    (elbo, elbo_se), (iwae, iwae_se) = bounds["elbo"], bounds["iwae_check"]
+    rows.append(invariant("elbo <= iwae_check", elbo, iwae, math.hypot(elbo_se, iwae_se), tolerance))
+    if "quadrature" in estimates and "defensive_is" in estimates:
+        quad, is_ = float(estimates["quadrature"].mean()), float(estimates["defensive_is"].mean())
+        rows.append(invariant("defensive_is <= quadrature", is_, quad, 0.0, tolerance))
+        rows.append(invariant("quadrature - defensive_is <= agreement", quad - is_, agreement, 0.0, 0.0))
+    return rows
+
+
+def restart_records(data: DataSet, spec: dict, runs: dict, members: list[int], chosen: int, device, seed: int) -> list[dict]:
+    """Every restart of the selected grid point on the test split: init, validation objective, the
+    p(x) statistic, the best test log-likelihood and σ², so a reader sees when the validation bound
+    prefers a worse p(x). Diverged restarts keep their validation numbers only."""
+    settings = spec["evaluation"]
+    live = [i for i in members if not runs["diverged"][i]]
+    by_index = {}
+    if live:
+        model = load_models(data, spec, runs, live, device)
+        semi = methods.get(spec["method"]).semi_supervised
+        knn = {**settings["smooth_knn"], "draws": settings["restart_smooth_knn_draws"]}
+        px = smooth_knn_px(model, data.x["test"], knn, seed)
+        estimator, loglik = best_estimate(log_likelihood_estimates(model, data.inputs("test", semi).to(device), settings, seed + 1))
+        sigma2 = torch.exp(model.log_sigma2.detach()).mean(1).cpu().numpy()
+        by_index = {i: {"smooth_knn_px": float(px[j]), "test_loglik": float(loglik[j].mean()),
+                        "loglik_estimator": estimator, "sigma2": float(sigma2[j])} for j, i in enumerate(live)}
+    nan = {"smooth_knn_px": math.nan, "test_loglik": math.nan, "loglik_estimator": "", "sigma2": math.nan}
+    return [{"slug": runs["models"][i]["slug"], "restart": runs["models"][i]["restart"],
+             "init": runs["models"][i]["init"], "selected": i == chosen, "diverged": bool(runs["diverged"][i]),
+             "val_objective": float(runs["val_objective"][i]), "val_elbo": float(runs["val_elbo"][i]),
+             **by_index.get(i, nan)} for i in members]
+
+
 def evaluate(spec: dict, data_path, version: int, run_paths, out, surrogate_path=None) -> dict:
     """Select, evaluate on the test split and write the evaluation file; ``surrogate_path`` (θ_GT)
-    is needed for the ground-truth conditionals of the semi-supervised synthetic sets."""
+    is needed for the ground-truth conditionals of the semi-supervised synthetic sets.
+
+    Bounds are averaged over ``evaluation.bound_draws`` noise draws per test point and stored with
+    their Monte Carlo standard errors (``*_se``); the log-likelihood is the best estimate available
+    (``test_loglik``, its estimator in the ``estimators`` attribute), and every model is checked
+    against the invariants of :func:`bound_invariants` (``invariants`` attribute; a violation is
+    logged and shown in the audit table, never dropped)."""
     data = DataSet(data_path)
     device = pick_device(spec["training"]["device"])
     settings = spec["evaluation"]
@@ -250,27 +301,40 @@ def evaluate(spec: dict, data_path, version: int, run_paths, out, surrogate_path
     model = load_models(data, spec, runs, [index], device)
     hyper = {k: np.array([chosen["hyper"][k]]) for k in method.hyper}
     semi = method.semi_supervised
-    x_test, x_train = data.x["test"].to(device), data.x["train"].to(device)
+    x_test = data.x["test"].to(device)
     inputs_test = data.inputs("test", semi).to(device)  # M2: test labels unobserved, so its bounds are U
     elbo = methods.get(method.elbo_method)
     importance = methods.get("m2_iwae" if semi else "iwae")
-    loglik_hyper = {**{k: np.ones(1) for k in importance.hyper}, "S": np.array([settings["loglik_samples"]])}
-    test_elbo = float(evaluate_objective(model, elbo, {k: hyper[k] for k in elbo.hyper}, inputs_test, seeds=[seed])[0])
+    draws = settings["bound_draws"]
+
+    def bound(bound_method, bound_hyper, offset):
+        mean, var = bound_per_point(model, bound_method, bound_hyper, inputs_test, [seed + offset], draws)
+        return summarise(mean[0], var[0], draws)
+
+    bounds = {"elbo": bound(elbo, {k: hyper[k] for k in elbo.hyper}, 0)}
+    bounds["objective"] = bounds["elbo"] if method.objective == elbo.objective else bound(method, hyper, 2)
+    check_hyper = {**{k: np.ones(1) for k in importance.hyper}, "S": np.array([settings["check_iwae_samples"]])}
+    bounds["iwae_check"] = bound(importance, check_hyper, 7)
+    estimates = log_likelihood_estimates(model, inputs_test, settings, seed + 3)
+    estimator, loglik = best_estimate(estimates)
     metrics = {
         "smooth_knn_px": float(smooth_knn_px(model, data.x["test"], settings["smooth_knn"], seed + 1)[0]),
-        "test_neg_elbo": -test_elbo,
-        "test_neg_objective": -float(evaluate_objective(model, method, hyper, inputs_test, seeds=[seed + 2])[0]),
-        "test_loglik_is": float(evaluate_objective(model, importance, loglik_hyper, inputs_test, seeds=[seed + 3],
-                                                   chunk=200)[0]),
+        "test_neg_elbo": -bounds["elbo"][0], "test_neg_elbo_se": bounds["elbo"][1],
+        "test_neg_objective": -bounds["objective"][0], "test_neg_objective_se": bounds["objective"][1],
+        "test_iwae_check": bounds["iwae_check"][0],
+        "test_loglik": float(loglik[0].mean()),
+        **{f"test_loglik_{name}": float(value[0].mean()) for name, value in estimates.items()},
         "sigma2": float(torch.exp(model.log_sigma2[0].detach()).mean()),
     }
     if semi:
         metrics.update(semi_supervised_metrics(model, data, settings["smooth_knn"], seed + 6, surrogate_path))
     else:
-        metrics["sigma2_refit"] = float(refit_sigma2(model, x_train, settings["sigma2_refit_draws"], seed + 4)[0].mean())
+        # [choice] the closed-form σ² refit on the training split (the data the model was fitted to),
+        # and on the test split beside it
+        for split, key in (("train", "sigma2_refit"), ("test", "sigma2_refit_test")):
+            metrics[key] = float(refit_sigma2(model, data.x[split].to(device), settings["sigma2_refit_draws"],
+                                              seed + 4)[0].mean())
         metrics["avg_mi_x_zi"] = latent_mutual_information(model, x_test, settings["mi_neighbours"], seed + 5)
-    if not semi and data.gt.latent_dim == 1 == model.latent_dim:
-        metrics["test_loglik_quadrature"] = quadrature_loglik(model, x_test, data)
     if data.decoder[0] == "linear_cholesky":
         A = model.decoder.A[0].detach().cpu().double().numpy()
         B = data.decoder[1]["B"]
@@ -278,13 +342,25 @@ def evaluate(spec: dict, data_path, version: int, run_paths, out, surrogate_path
         cov_true = linear_gaussian.linear_cholesky_matrix(LINEAR_A_GT, B)
         cov_true = cov_true @ cov_true.T + data.noise_variance * np.eye(2)
         entropy = 0.5 * np.linalg.slogdet(2 * np.pi * np.e * cov_true)[1]
-        metrics["neg_elbo_plus_const"] = -test_elbo - entropy
+        metrics["neg_elbo_plus_const"] = metrics["test_neg_elbo"] - entropy
+        metrics["neg_elbo_plus_const_se"] = bounds["elbo"][1]
         metrics["neg_elbo_plus_const_closed_form"] = linear_gaussian.neg_elbo_plus_const(A, sigma2_total, B)
+    own = {"elbo": bounds["elbo"], "iwae_check": bounds["iwae_check"],
+           **({spec["method"]: bounds["objective"]} if method.objective != elbo.objective else {})}
+    invariants = bound_invariants(own, {k: v[0] for k, v in estimates.items()}, settings["invariant_tolerance"],
+                                  settings["is_agreement"])
+    for row in invariants:
+        if not row["holds"]:
+            log.warning("%s/%s v%d %s: invariant violated: %s (%.4f > %.4f + %.4f)", spec["experiment"], data.name,
+                        version, spec["method"], row["name"], row["lhs"], row["rhs"], row["slack"])
+    members = [i for i, m in enumerate(runs["models"]) if m["slug"] == chosen["slug"]]
+    restarts = restart_records(data, spec, runs, members, index, device, seed + 8)
     log.info("%s/%s v%d %s: selected %s restart %d (%s); %s", spec["experiment"], data.name, version, spec["method"],
              chosen["slug"] or "default", chosen["restart"], chosen["init"],
              ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     attrs = {"experiment": spec["experiment"], "dataset": data.name, "method": spec["method"], "version": version,
              "selected": chosen, "candidates": candidates, "metrics": metrics, "decoder_options": data.decoder[1],
+             "estimators": {"test_loglik": estimator}, "invariants": invariants, "restarts": restarts,
              "diverged_models": int(runs["diverged"].sum()), "models": len(runs["models"]), "config": to_json(spec),
              **({"n_classes": model.labels.n_classes} if semi else {})}
     with store.write_h5(out, attrs) as f:

@@ -132,7 +132,11 @@ def table_names():
 
 
 def table_files():
-    return [f"results/tables/{name}.{ext}" for name in table_names() for ext in ("csv", "md")]
+    return [f"results/tables/{name}.{ext}" for name in table_names() + AUDIT_TABLES for ext in ("csv", "md")]
+
+
+# Every restart of the selected grid points, and every model's checked invariants (fmvae.report.audit)
+AUDIT_TABLES = ["restarts", "invariants"] if EXPERIMENTS else []
 
 
 # Figures of trained models (version 0 of each data set) ----------------------------------------

@@ -3,6 +3,7 @@
 
 localrules:
     table,
+    audit,
     reproduction,
 
 
@@ -66,9 +67,22 @@ rule checks:
         "--surrogate {input.surrogates} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
+rule audit:
+    input:
+        [f for e in EXPERIMENTS for f in evaluation_files(e)],
+    output:
+        [f"results/tables/{name}.{ext}" for name in AUDIT_TABLES for ext in ("csv", "md")],
+    conda:
+        ENV
+    log:
+        "results/logs/audit.log",
+    shell:
+        "fmvae audit --evaluations {input} --out-dir results/tables > {log} 2>&1"
+
+
 rule reproduction:
     input:
-        [f"results/tables/{name}.csv" for name in table_names()],
+        [f"results/tables/{name}.csv" for name in table_names() + AUDIT_TABLES],
     output:
         report("results/REPRODUCTION.md", caption="../report/reproduction.rst", category="Summary"),
     conda:

@@ -21,6 +21,38 @@ class Verdict:
     holds: bool | None  # None: not run (its tables are missing)
     ours: str
     paper: str
+    diagnosis: str = ""  # on "no": the per-restart rows (results/tables/restarts.csv) that explain it
+
+
+# σ² of Section 8 counts as reproduced within the paper's mean ± 3 of its standard deviations or ± 25 %
+# of its mean, whichever is wider [choice: the paper's spread over 5 versions is small, ours is over
+# the configured versions]
+SIGMA2_BAND_STDS, SIGMA2_BAND_FRACTION = 3.0, 0.25
+
+
+def sigma2_band(paper_mean: float, paper_std: float) -> tuple[float, float]:
+    half = max(SIGMA2_BAND_STDS * (paper_std if paper_std == paper_std else 0.0), SIGMA2_BAND_FRACTION * paper_mean)
+    return paper_mean - half, paper_mean + half
+
+
+def restart_diagnosis(tables, experiments, datasets, limit: int = 6) -> str:
+    """The restarts behind a failed claim: per (experiment, data set, version, method), the selected
+    restart and, when another restart of its grid point has a better p(x) statistic, that one."""
+    rows = [r for r in tables.get("restarts", []) if r["experiment"] in experiments and r["dataset"] in datasets]
+    out = []
+    for r in (r for r in rows if r["selected"] == "yes"):
+        peers = [p for p in rows if all(p[k] == r[k] for k in ("experiment", "dataset", "version", "method", "slug"))]
+        scored = [p for p in peers if p["smooth_knn_px"] != ""]
+        best = min(scored, key=lambda p: float(p["smooth_knn_px"])) if scored else r
+        text = (f"{r['dataset']} v{r['version']} {r['method']}: selected {r['init']} r{r['restart']} "
+                f"(val {float(r['val_objective']):.3f}, p(x) {r['smooth_knn_px']}, σ² {r['sigma2']})")
+        if best is not r and best["restart"] != r["restart"]:
+            text += (f", better p(x): {best['init']} r{best['restart']} (val {float(best['val_objective']):.3f}, "
+                     f"p(x) {best['smooth_knn_px']}, σ² {best['sigma2']})")
+        out.append(text)
+    if not out:
+        return "no per-restart rows"
+    return "; ".join(out[:limit]) + (f"; … {len(out) - limit} more in results/tables/restarts.md" if len(out) > limit else "")
 
 
 @dataclass(frozen=True)
@@ -62,7 +94,8 @@ def _table2_ordering(tables) -> Verdict:
         holds &= values["IWAE"][0] < min(values["VAE"][0], values["LIN"][0])
         ours.append(f"{dataset}: " + ", ".join(f"{m} {_fmt(v[0], v[1])}" for m, v in values.items()))
         paper.append(f"{dataset}: " + ", ".join(f"{m} {_fmt(v[2], v[3])}" for m, v in values.items()))
-    return Verdict(holds, "; ".join(ours), "; ".join(paper))
+    return Verdict(holds, "; ".join(ours), "; ".join(paper),
+                   "" if holds else restart_diagnosis(tables, ("unsupervised",), ("clusters", "figure8")))
 
 
 def _counter_examples(tables) -> Verdict:
@@ -74,7 +107,8 @@ def _counter_examples(tables) -> Verdict:
         spread = (vae[1] if vae[1] == vae[1] else 0) + (iwae[1] if iwae[1] == iwae[1] else 0)
         holds &= vae[0] <= iwae[0] + spread
         ours.append(f"{dataset}: VAE {_fmt(vae[0], vae[1])}, IWAE {_fmt(iwae[0], iwae[1])}")
-    return Verdict(holds, "; ".join(ours), "VAE as good as IWAE (Section 6; no numbers)")
+    return Verdict(holds, "; ".join(ours), "VAE as good as IWAE (Section 6; no numbers)",
+                   "" if holds else restart_diagnosis(tables, ("unsupervised",), ("circle", "absolute_value")))
 
 
 def _spiral_sigma2(tables) -> Verdict:
@@ -82,10 +116,13 @@ def _spiral_sigma2(tables) -> Verdict:
     learned = _value(tables, "sec8", "spiral_dots", "VAE", "sigma2", "sigma2_learned_jointly")
     if refit is None or learned is None:
         return Verdict(None, "missing rows", "")
-    holds = 0.01 < refit[0] < learned[0]
-    return Verdict(holds, f"fixed then refitted {_fmt(refit[0], refit[1])}, learned {_fmt(learned[0], learned[1])}; "
-                          "truth 0.01",
-                   f"fixed then refitted {_fmt(refit[2], refit[3])}, learned {_fmt(learned[2], learned[3])}")
+    bands = [sigma2_band(v[2], v[3]) for v in (refit, learned)]
+    in_band = [lo <= v[0] <= hi for v, (lo, hi) in zip((refit, learned), bands)]
+    holds = 0.01 < refit[0] < learned[0] and all(in_band)
+    ours = (f"fixed then refitted {_fmt(refit[0], refit[1])}, learned {_fmt(learned[0], learned[1])}; truth 0.01; "
+            "bands " + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in bands))
+    return Verdict(holds, ours, f"fixed then refitted {_fmt(refit[2], refit[3])}, learned {_fmt(learned[2], learned[3])}",
+                   "" if holds else restart_diagnosis(tables, ("spiral_fixed", "spiral_learned"), ("spiral_dots",)))
 
 
 def _eq6(tables) -> Verdict:
@@ -94,7 +131,8 @@ def _eq6(tables) -> Verdict:
     trained = _value(tables, "sec5", "linear_cholesky", "VAE", "neg_elbo_plus_const", "trained_closed_form")
     if None in (truth, optimum, trained):
         return Verdict(None, "missing rows", "")
-    holds = abs(trained[0] - optimum[0]) < abs(trained[0] - truth[0])
+    computed = round(truth[0], 3) == round(truth[2], 3) and round(optimum[0], 3) == round(optimum[2], 3)
+    holds = computed and abs(trained[0] - optimum[0]) < abs(trained[0] - truth[0])
     return Verdict(holds, f"at the truth {truth[0]:.4f}, optimum {optimum[0]:.4f}, trained {_fmt(trained[0], trained[1])}",
                    f"at the truth {_fmt(truth[2])}, optimum {_fmt(optimum[2])}")
 
@@ -155,9 +193,12 @@ CLAIMS = [
           "VAE's mean is at most IWAE's mean plus the sum of their standard deviations on both sets", ("table2",),
           _counter_examples),
     Claim("Spiral-Dots σ²", "the ELBO overestimates the noise σ² (truth 0.01), fixed-then-refitted or learned",
-          "both estimates exceed 0.01, the jointly learned one more (as in the paper)", ("sec8",), _spiral_sigma2),
+          "both estimates exceed 0.01, the jointly learned one more, and each lies within its band: the paper's "
+          f"mean ± max({SIGMA2_BAND_STDS:g} × its std, {SIGMA2_BAND_FRACTION:.0%} of its mean)", ("sec8",),
+          _spiral_sigma2),
     Claim("eq. 6", "trained from the ground truth, the ELBO moves to its global optimum (−ELBO 0.196, not 0.532)",
-          "the trained closed-form −ELBO is nearer the optimum than the truth", ("sec5",), _eq6),
+          "the computed closed forms at the truth and at the optimum equal the paper's to three decimals, and the "
+          "trained closed-form −ELBO is nearer the optimum than the truth", ("sec5",), _eq6),
     Claim("Table 1", "the ELBO (VAE) prefers K > 1 over the true K = 1; IWAE does not",
           "VAE's test −ELBO at K = 2 or 3 is below K = 1, and IWAE's is not, on both 5-D sets", ("table1",),
           _table1_larger_k),
@@ -172,16 +213,37 @@ CLAIMS = [
 ]
 
 
+def _bounds_are_bounds(tables) -> Verdict:
+    rows = tables["invariants"]
+    violated = [r for r in rows if r["holds"] != "yes"]
+    models = {tuple(r[k] for k in ("experiment", "dataset", "version", "method")) for r in rows}
+    diagnosis = "; ".join(f"{r['experiment']}/{r['dataset']} v{r['version']} {r['method']}: {r['name']} "
+                          f"({float(r['lhs']):.4f} > {float(r['rhs']):.4f} + {float(r['slack']):.4f})" for r in violated[:8])
+    return Verdict(not violated, f"{len(rows) - len(violated)} of {len(rows)} checks hold on {len(models)} models",
+                   "(a property of the method, not a number of the paper)",
+                   diagnosis + (f"; … {len(violated) - 8} more in results/tables/invariants.md" if len(violated) > 8 else ""))
+
+
+CLAIMS.append(Claim(
+    "Bounds", "every bound is a lower bound on log p(x) of the model that is evaluated",
+    "every invariant of results/tables/invariants.csv holds: each method's bound and the ELBO at most the best "
+    "log-likelihood (quadrature for K = 1, else defensive importance sampling), ELBO at most IWAE_S, importance "
+    "sampling at most and near the quadrature, each within 3 Monte Carlo standard errors plus the tolerance",
+    ("invariants",), _bounds_are_bounds))
+
+
 def reproduction_markdown(tables: dict[str, list[dict]]) -> str:
     lines = ["# Reproduction summary", "",
              "Each claim of the paper with our numbers (mean ± std over versions) beside the paper's, and whether",
              "it holds at the scale that was run. Computed from `results/tables/*.csv` by `fmvae.report.reproduction`.",
-             "", "| claim | statement | ours | paper | holds? | decided by |", "|---|---|---|---|---|---|"]
+             "Where a claim does not hold, the last column names the restarts behind it",
+             "(`results/tables/restarts.md`) or the violated invariants (`results/tables/invariants.md`).",
+             "", "| claim | statement | ours | paper | holds? | decided by | diagnosis |", "|---|---|---|---|---|---|---|"]
     for claim in CLAIMS:
         verdict = claim.check(tables) if all(t in tables for t in claim.tables) else Verdict(None, "", "")
         word = "not run" if verdict.holds is None else ("yes" if verdict.holds else "**no**")
         lines.append(f"| {claim.name} | {claim.statement} | {verdict.ours or '–'} | {verdict.paper or '–'} | "
-                     f"{word} | {claim.rule} |")
+                     f"{word} | {claim.rule} | {verdict.diagnosis or '–'} |")
     return "\n".join(lines) + "\n"
 
 

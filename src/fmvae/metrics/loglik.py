@@ -1,0 +1,207 @@
+"""Per-point log-likelihoods and bounds of trained models (docs/methods.md, "Evaluation").
+
+Every estimate names its estimator, because the tables compare numbers that different estimators
+bias differently:
+
+- ``quadrature``: exact log p_θ(x) for a 1-D latent, on an even grid of z nodes over [−b, b] with
+  N(0, 1) weights; an M2 model sums its discrete classes exactly (one-hot decoder inputs) or adds a
+  grid axis for a continuous label.
+- ``defensive_is``: importance sampling with a defensive mixture proposal, r(z|x) = ½ q(z|x) + ½ p(z)
+  (an M2 model with discrete y: per class c, ⅓ q(z|x, c) + ⅓ q(z|x) + ⅓ p(z), then the exact sum
+  over c). Every sample is weighted by the whole mixture (the balance heuristic), so the weights are
+  bounded by 2 p(x, z)/q(z|x) and 2 p(x|z): the estimate cannot miss a posterior mode the way one
+  with q alone as proposal does (measured: 17–21 nats per point on a Spiral-Dots VAE with fixed σ²).
+  Like every importance-sampled estimate it is a lower bound on log p(x) in expectation.
+- ``is_q``: the model's own importance-weighted bound with many samples from q, for the M2 models
+  that have no other (a continuous label with K > 1, or the Concrete-relaxed model).
+
+:func:`bound_per_point` averages a method's bound over many noise draws per point and returns the
+Monte Carlo variance beside it, so a stored bound carries its standard error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+from fmvae.objectives import OBJECTIVES
+from fmvae.objectives.unsupervised import log_normal
+from fmvae.train.streams import ModelStreams
+
+QUADRATURE_BOUND = 6.0  # the z grid spans [−6, 6]: p(|z| > 6) ≈ 2e-9
+
+
+def normal_nodes(n: int, bound: float = QUADRATURE_BOUND) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and normalised log-weights of N(0, 1) on an even grid over [−bound, bound]."""
+    nodes = np.linspace(-bound, bound, n)
+    log_w = norm.logpdf(nodes)
+    return nodes, log_w - logsumexp(log_w)
+
+
+def bound_per_point(model, method, hyper: dict, x: torch.Tensor, seeds, draws: int,
+                    rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """The method's objective per model and point averaged over ``draws`` independent noise draws:
+    (mean, Monte Carlo variance of one draw), each (M, N). ``x`` is (N, ·), the same for every model.
+    The points are processed in chunks of about ``rows`` decoder rows."""
+    from fmvae.train.loop import hyper_tensors
+
+    m = model.n_models
+    hyper_t = hyper_tensors(method, hyper, m, x.device)
+    counts = [method.samples({k: v[i].item() for k, v in hyper_t.items()}) for i in range(m)]
+    width = max(counts) * (model.labels.width if model.labels else 1)
+    chunk = max(1, rows // (draws * width))
+    streams, objective = ModelStreams(seeds), OBJECTIVES[method.objective]
+    total = torch.zeros(m, x.shape[0], dtype=torch.float64)
+    square = torch.zeros_like(total)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], chunk):
+            xb = x[start:start + chunk]
+            n = xb.shape[0]
+            eps = streams.normal((n * draws, max(counts), model.noise_dim), samples=counts).to(x.device)
+            values = objective(model, xb.repeat_interleave(draws, 0).expand(m, -1, -1), eps, hyper_t)
+            values = values.double().cpu().view(m, n, draws)
+            total[:, start:start + n] = values.mean(-1)
+            square[:, start:start + n] = values.var(-1, correction=1) if draws > 1 else torch.nan
+    return total.numpy(), square.numpy()
+
+
+def summarise(per_point_mean: np.ndarray, per_point_var: np.ndarray, draws: int) -> tuple[float, float]:
+    """(mean over points, its Monte Carlo standard error) of one model's per-point averages."""
+    n = per_point_mean.shape[-1]
+    return float(per_point_mean.mean()), float(math.sqrt(np.nansum(per_point_var) / draws) / n)
+
+
+# -- quadrature --------------------------------------------------------------------------------
+
+
+def _decode_grid(model, z: np.ndarray, labels: torch.Tensor | None = None) -> np.ndarray:
+    """f_θ at grid nodes for every model, (M, J, D) float64."""
+    device = model.log_sigma2.device
+    zt = torch.as_tensor(z, dtype=torch.float32, device=device)[None].expand(model.n_models, -1, -1)
+    y = None if labels is None else labels.to(device)[None].expand(model.n_models, -1, -1)
+    with torch.no_grad():
+        return model.decode(zt, y).double().cpu().numpy()
+
+
+def quadrature_loglik(model, x: torch.Tensor, grid_points: int = 4001, label_points: int = 201) -> np.ndarray:
+    """Exact log p_θ(x) per model and point for a 1-D latent, (M, N): z on ``grid_points`` nodes;
+    an M2 model sums its classes (one-hot) or integrates a continuous y on ``label_points`` nodes
+    (with a z grid of a quarter as many nodes, at least 1001)."""
+    from fmvae.metrics.quadrature import log_marginal
+
+    if model.latent_dim != 1:
+        raise ValueError(f"quadrature needs a 1-D latent, the model has K = {model.latent_dim}")
+    labels = model.labels
+    if labels is not None and labels.relaxed:
+        raise ValueError("the Concrete-relaxed M2 model has no quadrature over y")
+    if labels is None:
+        z, log_w = normal_nodes(grid_points)
+        y_in = None
+    elif labels.discrete:
+        nodes, lw = normal_nodes(grid_points)
+        c = labels.n_classes
+        z, log_w = np.tile(nodes, c), np.tile(lw, c) - math.log(c)
+        y_in = labels.represent(torch.arange(c).repeat_interleave(len(nodes)))
+    else:
+        nodes, lw = normal_nodes(max(1001, grid_points // 4))
+        y_nodes, y_lw = normal_nodes(label_points)
+        z, log_w = np.tile(nodes, len(y_nodes)), (y_lw[:, None] + lw[None, :]).ravel()
+        y_in = labels.represent(torch.as_tensor(np.repeat(y_nodes, len(nodes)), dtype=torch.float32))
+    fz = _decode_grid(model, z[:, None], y_in)
+    sigma2 = torch.exp(model.log_sigma2).detach().double().cpu().numpy()
+    x_np = model.features(x).cpu().numpy().astype(np.float64)
+    chunk = max(1, 2_000_000 // len(z))
+    return np.stack([log_marginal(x_np, fz[i], log_w, sigma2[i], chunk=chunk) for i in range(model.n_models)])
+
+
+# -- importance sampling -----------------------------------------------------------------------
+
+
+def _log_mixture(z: torch.Tensor, components: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """log of the equal-weight mixture of diagonal Gaussians (mean, log-variance) at z."""
+    logs = torch.stack([log_normal(z, mean, log_var) for mean, log_var in components])
+    return torch.logsumexp(logs, 0) - math.log(len(components))
+
+
+def _defensive_log_px(model, x: torch.Tensor, components, y_in, samples: int, generator) -> torch.Tensor:
+    """logmeanexp_s [log p(x|z_s, y) + log p(z_s) − log r(z_s)], r the equal mixture of ``components``
+    (each (M, n, K) mean and log-variance, broadcast over samples), ``samples`` split evenly
+    (stratified) between them. Shape (M, n)."""
+    m, n, k = components[0][0].shape
+    per = max(1, samples // len(components))
+    draws = []
+    for mean, log_var in components:
+        eps = torch.randn(m, n, per, k, generator=generator).to(mean.device)
+        draws.append(mean[:, :, None] + torch.exp(0.5 * log_var)[:, :, None] * eps)
+    z = torch.cat(draws, 2)  # (M, n, S, K)
+    s = z.shape[2]
+    mix = [(mean[:, :, None], log_var[:, :, None]) for mean, log_var in components]
+    y_rep = None if y_in is None else y_in[:, :, None].expand(-1, -1, s, -1).reshape(m, n * s, -1)
+    fz = model.decode(z.reshape(m, n * s, k), y_rep).reshape(m, n, s, -1)
+    zeros = torch.zeros_like(z)
+    log_w = (log_normal(x[:, :, None], fz, model.log_sigma2[:, None, None, :]) + log_normal(z, zeros, zeros)
+             - _log_mixture(z, mix))
+    return torch.logsumexp(log_w, -1) - math.log(s)
+
+
+def defensive_is_loglik(model, x: torch.Tensor, samples: int, seed: int, chunk: int = 100) -> np.ndarray:
+    """Importance-sampled log p_θ(x) per model and point with the defensive mixture proposal (module
+    docstring), ``samples`` per point (per class for a discrete M2 label), (M, N)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    labels = model.labels
+    if labels is not None and not (labels.discrete and not labels.relaxed):
+        raise ValueError("defensive importance sampling covers unsupervised and discrete (enumerated) M2 models")
+    m, out = model.n_models, []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], chunk):
+            xb = model.features(x[start:start + chunk])[None].expand(m, -1, -1)
+            mean, log_var = model.encode(xb)
+            prior = (torch.zeros_like(mean), torch.zeros_like(log_var))
+            if labels is None:
+                out.append(_defensive_log_px(model, xb, [(mean, log_var), prior], None, samples, generator))
+                continue
+            per_class = []
+            for c in range(labels.n_classes):
+                y_in = labels.represent(torch.full(xb.shape[:2], c)).to(xb.device)
+                labelled = model.encode_labelled(xb, y_in)
+                per_class.append(_defensive_log_px(model, xb, [labelled, (mean, log_var), prior], y_in, samples,
+                                                   generator) - math.log(labels.n_classes))
+            out.append(torch.logsumexp(torch.stack(per_class), 0))
+    return torch.cat(out, 1).double().cpu().numpy()
+
+
+def own_bound_loglik(model, x: torch.Tensor, samples: int, seed: int) -> np.ndarray:
+    """The M2 importance-weighted bound U_IW with ``samples`` samples from q, per model and point (M, N)."""
+    from fmvae import methods
+
+    method = methods.get("m2_iwae")
+    hyper = {**{k: np.ones(model.n_models) for k in method.hyper}, "S": np.full(model.n_models, samples)}
+    mean, _ = bound_per_point(model, method, hyper, x, [seed + i for i in range(model.n_models)], draws=1)
+    return mean
+
+
+def log_likelihood_estimates(model, x: torch.Tensor, settings: dict, seed: int) -> dict[str, np.ndarray]:
+    """Every log-likelihood estimate that applies to the model, per model and point, by estimator
+    name; ``x`` is what the model's bounds take (packed inputs for M2, labels unobserved). The best
+    is :func:`best_estimate`'s pick."""
+    labels = model.labels
+    out = {}
+    if model.latent_dim == 1 and not (labels is not None and labels.relaxed):
+        out["quadrature"] = quadrature_loglik(model, x, settings["quadrature_points"])
+    if labels is None or (labels.discrete and not labels.relaxed):
+        out["defensive_is"] = defensive_is_loglik(model, x, settings["loglik_samples"], seed)
+    else:
+        out["is_q"] = own_bound_loglik(model, x, settings["loglik_samples"], seed)
+    return out
+
+
+ESTIMATOR_ORDER = ("quadrature", "defensive_is", "is_q")  # the first available is the best
+
+
+def best_estimate(estimates: dict) -> tuple[str, np.ndarray]:
+    name = next(n for n in ESTIMATOR_ORDER if n in estimates)
+    return name, estimates[name]

@@ -46,7 +46,12 @@ def test_smoke_workflow_end_to_end(smoke_run):
             assert f["curve"].shape == (2, 2) and f["params/decoder/W0"].shape == (2, 1, 50)
         with h5py.File(results / "evaluation" / "unsupervised" / "clusters" / "v0" / f"{method}.h5") as f:
             attrs = store.read_attrs(f)
-            assert {"smooth_knn_px", "test_neg_elbo", "test_loglik_is", "test_loglik_quadrature"} <= set(attrs["metrics"])
+            assert {"smooth_knn_px", "test_neg_elbo", "test_neg_elbo_se", "test_loglik", "test_loglik_defensive_is",
+                    "test_loglik_quadrature", "sigma2_refit", "sigma2_refit_test"} <= set(attrs["metrics"])
+            assert attrs["estimators"]["test_loglik"] == "quadrature"  # K = 1
+            assert {r["name"] for r in attrs["invariants"]} >= {"elbo <= log p(x) [quadrature]", "elbo <= iwae_check"}
+            assert [r["init"] for r in attrs["restarts"]] == ["ground_truth", "random"]
+            assert sum(r["selected"] for r in attrs["restarts"]) == 1
     table2 = (results / "tables" / "table2.csv").read_text().splitlines()
     assert table2[0] == "table,dataset,method,setting,metric,mean,std,n,paper_mean,paper_std"
     assert len(table2) == 1 + 4 * 3 and any(line.startswith("table2,clusters,IWAE,,smooth_knn_px,") and
@@ -66,6 +71,15 @@ def test_smoke_workflow_end_to_end(smoke_run):
         assert (results / "figures" / f"figure{n}.png").stat().st_size > 1000
     reproduction = (results / "REPRODUCTION.md").read_text()
     assert "| Table 1 | the ELBO (VAE) prefers K > 1" in reproduction and "| Tables 3–4 |" in reproduction
+    assert "| Bounds | every bound is a lower bound" in reproduction
+    # The audit tables: every restart of every selected grid point, and every evaluation's invariants.
+    restarts = (results / "tables" / "restarts.csv").read_text().splitlines()
+    assert restarts[0].startswith("experiment,dataset,version,method,slug,restart,init,selected,")
+    assert any(",unsupervised,clusters,0,vae,," in f",{line}" for line in restarts[1:])
+    invariants = (results / "tables" / "invariants.csv").read_text().splitlines()
+    assert invariants[0] == "experiment,dataset,version,method,name,lhs,rhs,slack,holds"
+    assert any(line.startswith("semi_synthetic,discrete_semicircle,0,m2_iwae,m2_iwae <= log p(x) [quadrature],")
+               for line in invariants)
     checks = (results / "tables" / "checks.csv").read_text().splitlines()  # 4 data sets × (3 methods + ground truth)
     assert checks[0].startswith("experiment,dataset,version,method,") and len(checks) == 1 + 4 * 4
     assert "| clusters | vae | 1 |" in (results / "tables" / "checks.md").read_text()

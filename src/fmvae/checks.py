@@ -54,7 +54,7 @@ from scipy import stats
 
 from fmvae import store
 from fmvae.config import derive_seed
-from fmvae.metrics.loglik import best_estimate, log_likelihood_estimates
+from fmvae.metrics.loglik import best_log_likelihood
 from fmvae.store import atomic_path
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def residual_normality(x, decode, latent_dim: int, sigma2, settings: dict, seed:
 def per_point_loglik(model, x: torch.Tensor, settings: dict, seed: int) -> np.ndarray:
     """log p_θ(x_n) per point of model 0 by the best estimator available (fmvae.metrics.loglik:
     quadrature for a 1-D latent, else defensive importance sampling). Shape (N,)."""
-    return best_estimate(log_likelihood_estimates(model, x, settings, seed))[1][0]
+    return best_log_likelihood(model, x, settings, seed)[1][0]
 
 
 def loglik_gap(loglik_mfg, loglik_rich, threshold: float, z_crit: float) -> dict:

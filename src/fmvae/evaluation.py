@@ -22,7 +22,8 @@ from fmvae.data.groundtruth import LINEAR_A_GT
 from fmvae.data.simulate import decoder_mean, load_surrogate
 from fmvae.metrics import linear_gaussian
 from fmvae.metrics.mutual_information import average_latent_mutual_information
-from fmvae.metrics.loglik import best_estimate, bound_per_point, summarise, log_likelihood_estimates
+from fmvae.metrics.loglik import (best_estimate, best_log_likelihood, bound_per_point, log_likelihood_estimates,
+                                  summarise)
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
 from fmvae.nn import BatchedVAE, Labels
 from fmvae.objectives.semi_supervised import relaxed_log_sample
@@ -270,7 +271,7 @@ def restart_records(data: DataSet, spec: dict, runs: dict, members: list[int], c
         semi = methods.get(spec["method"]).semi_supervised
         knn = {**settings["smooth_knn"], "draws": settings["restart_smooth_knn_draws"]}
         px = smooth_knn_px(model, data.x["test"], knn, seed)
-        estimator, loglik = best_estimate(log_likelihood_estimates(model, data.inputs("test", semi).to(device), settings, seed + 1))
+        estimator, loglik = best_log_likelihood(model, data.inputs("test", semi).to(device), settings, seed + 1)
         sigma2 = torch.exp(model.log_sigma2.detach()).mean(1).cpu().numpy()
         by_index = {i: {"smooth_knn_px": float(px[j]), "test_loglik": float(loglik[j].mean()),
                         "loglik_estimator": estimator, "sigma2": float(sigma2[j])} for j, i in enumerate(live)}

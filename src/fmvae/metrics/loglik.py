@@ -184,14 +184,17 @@ def own_bound_loglik(model, x: torch.Tensor, samples: int, seed: int) -> np.ndar
     return mean
 
 
-def log_likelihood_estimates(model, x: torch.Tensor, settings: dict, seed: int) -> dict[str, np.ndarray]:
-    """Every log-likelihood estimate that applies to the model, per model and point, by estimator
-    name; ``x`` is what the model's bounds take (packed inputs for M2, labels unobserved). The best
-    is :func:`best_estimate`'s pick."""
+def log_likelihood_estimates(model, x: torch.Tensor, settings: dict, seed: int, best_only: bool = False
+                             ) -> dict[str, np.ndarray]:
+    """Every log-likelihood estimate that applies to the model (only the best with ``best_only``),
+    per model and point, by estimator name; ``x`` is what the model's bounds take (packed inputs for
+    M2, labels unobserved). The best is :func:`best_estimate`'s pick."""
     labels = model.labels
     out = {}
     if model.latent_dim == 1 and not (labels is not None and labels.relaxed):
         out["quadrature"] = quadrature_loglik(model, x, settings["quadrature_points"])
+        if best_only:
+            return out
     if labels is None or (labels.discrete and not labels.relaxed):
         out["defensive_is"] = defensive_is_loglik(model, x, settings["loglik_samples"], seed)
     else:
@@ -205,3 +208,8 @@ ESTIMATOR_ORDER = ("quadrature", "defensive_is", "is_q")  # the first available 
 def best_estimate(estimates: dict) -> tuple[str, np.ndarray]:
     name = next(n for n in ESTIMATOR_ORDER if n in estimates)
     return name, estimates[name]
+
+
+def best_log_likelihood(model, x: torch.Tensor, settings: dict, seed: int) -> tuple[str, np.ndarray]:
+    """(estimator, per model and point log p(x)) of the best estimator alone."""
+    return best_estimate(log_likelihood_estimates(model, x, settings, seed, best_only=True))

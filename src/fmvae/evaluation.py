@@ -309,13 +309,14 @@ def evaluate(spec: dict, data_path, version: int, run_paths, out, surrogate_path
     draws = settings["bound_draws"]
 
     def bound(bound_method, bound_hyper, offset):
-        mean, var = bound_per_point(model, bound_method, bound_hyper, inputs_test, [seed + offset], draws)
-        return summarise(mean[0], var[0], draws)
+        mean, var, used = bound_per_point(model, bound_method, bound_hyper, inputs_test, [seed + offset], draws)
+        return summarise(mean[0], var[0], used)
 
     bounds = {"elbo": bound(elbo, {k: hyper[k] for k in elbo.hyper}, 0)}
     bounds["objective"] = bounds["elbo"] if method.objective == elbo.objective else bound(method, hyper, 2)
     check_hyper = {**{k: np.ones(1) for k in importance.hyper}, "S": np.array([settings["check_iwae_samples"]])}
-    bounds["iwae_check"] = bound(importance, check_hyper, 7)
+    same_check = method.objective == importance.objective and int(hyper["S"][0]) == settings["check_iwae_samples"]
+    bounds["iwae_check"] = bounds["objective"] if same_check else bound(importance, check_hyper, 7)
     estimates = log_likelihood_estimates(model, inputs_test, settings, seed + 3)
     estimator, loglik = best_estimate(estimates)
     metrics = {

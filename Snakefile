@@ -32,6 +32,7 @@ rule all:
         data_figure_files(),
         paper_data_figure_files(),
         table_files(),
+        gt_gap_files(),
         model_figure_files(),
         semi_figure_files(),
         checks_files(),

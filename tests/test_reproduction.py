@@ -104,3 +104,12 @@ def test_bounds_claim_reads_the_invariants():
     assert verdicts(tables("yes"))["Bounds"] == "yes"
     assert verdicts(tables("no"))["Bounds"] == "**no**"
     assert verdicts({})["Bounds"] == "not run"
+
+
+def test_gt_encoder_claim_reads_the_gap_table():
+    def tables(gap):
+        return {"gt_encoder_gaps": [{"dataset": "spiral_dots", "version": "0", "gap_mean": str(gap), "gap_median": "0.6",
+                                     "gap_frac_above_5": "0.02", "gap_warning": "3"}]}
+
+    assert verdicts(tables(1.5))["φ_GT"] == "yes"
+    assert verdicts(tables(1700.0))["φ_GT"] == "**no**"

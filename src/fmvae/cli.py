@@ -116,6 +116,12 @@ def cmd_fit_gt_encoder(args) -> None:
     fit_gt_encoder(spec, args.data, args.version, args.surrogate, args.out)
 
 
+def cmd_gt_gap_table(args) -> None:
+    from fmvae.report.gt_gaps import write_gap_table
+
+    write_gap_table(args.gt_encoders, args.out_csv, args.out_md)
+
+
 def cmd_train(args) -> None:
     from fmvae.train.protocol import train_part
 
@@ -317,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate", help="surrogate HDF5 (not needed for eq. 6)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_fit_gt_encoder)
+
+    p = sub.add_parser("gt-gap-table", help="table of φ_GT's gap log p(x) − ELBO per data set and version")
+    p.add_argument("--gt-encoders", nargs="*", default=[], help="φ_GT files of 'fit-gt-encoder'")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_gt_gap_table)
 
     p = sub.add_parser("train", help="train one part of an (experiment, data set, version, method) as one batch")
     _add_run_source(p)

@@ -284,13 +284,25 @@ def _methods():
     return methods
 
 
+GT_ENCODER_PREFIT_KEYS = ("prefit_loss", "prefit_epochs", "prefit_lr", "prefit_batch_size", "prefit_tolerance")
+
+
 def gt_encoder_spec(config: dict, dataset: str) -> dict:
+    """Everything that determines φ_GT of ``dataset``: restarts, the trainer's settings, and the
+    ``training.gt_encoder`` settings (without the pre-fit's when ``init`` is random, so changing
+    them does not rerun a fit that does not use them; quadrature settings only for a 1-D latent)."""
     training = config["training"]
-    return {"dataset": dataset, "seed": config["seed"], "restarts": training["gt_encoder"]["restarts"],
+    gt = training["gt_encoder"]
+    gt_settings = {k: v for k, v in gt.items() if k not in ("restarts", "epochs")
+                   and not (gt["init"] == "random" and k in GT_ENCODER_PREFIT_KEYS)}
+    if groundtruth.get(dataset).latent_dim != 1:
+        gt_settings.pop("quadrature", None)
+    return {"dataset": dataset, "seed": config["seed"], "restarts": gt["restarts"],
             "training": {**{k: training[k] for k in ("device", "hidden", "negative_slope", "batch_size", "lr",
                                                        "checkpoint_every_s", "log_every_epochs")},
-                         "epochs": training["gt_encoder"]["epochs"],
-                         **({"m2": training["m2"]} if groundtruth.get(dataset).label else {})}}
+                         "epochs": gt["epochs"],
+                         **({"m2": training["m2"]} if groundtruth.get(dataset).label else {})},
+            "gt_encoder": gt_settings}
 
 
 def experiment_versions(config: dict, experiment: str, dataset: str) -> int:

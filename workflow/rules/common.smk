@@ -117,6 +117,17 @@ def needs_ground_truth(w):
     return cfg.experiment_spec(config, w.experiment, w.dataset, w.method)["restarts"]["ground_truth"] > 0
 
 
+def gt_encoder_files():
+    """Every φ_GT file the configured experiments use (their ground-truth restarts' encoders)."""
+    return sorted({f"results/gt_encoders/{d}/v{v}.h5" for e in EXPERIMENTS for d, v, m in experiment_jobs(e)
+                   if cfg.experiment_spec(config, e, d, m)["restarts"]["ground_truth"] > 0})
+
+
+def gt_gap_files():
+    """The table of φ_GT's gaps to log p(x) (fmvae.report.gt_gaps), when some experiment uses φ_GT."""
+    return [f"results/tables/gt_encoder_gaps.{ext}" for ext in ("csv", "md")] if gt_encoder_files() else []
+
+
 def needs_true_conditionals(w):
     """A semi-supervised method on a synthetic set: its evaluation draws the true p(x|y) from θ_GT."""
     return registered_methods.get(w.method).semi_supervised and w.dataset in WITH_SURROGATE

@@ -83,6 +83,7 @@ rule audit:
 rule reproduction:
     input:
         [f"results/tables/{name}.csv" for name in table_names() + AUDIT_TABLES],
+        [f for f in gt_gap_files() if f.endswith(".csv")],
     output:
         report("results/REPRODUCTION.md", caption="../report/reproduction.rst", category="Summary"),
     conda:

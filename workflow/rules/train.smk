@@ -5,6 +5,10 @@
 GPUS = 1 if config["cluster"]["gpu"] else 0
 
 
+localrules:
+    gt_encoder_gaps,
+
+
 rule fit_gt_encoder:
     input:
         data="results/data/{dataset}/v{version}.h5",
@@ -26,6 +30,20 @@ rule fit_gt_encoder:
     shell:
         "fmvae --threads {threads} fit-gt-encoder {wildcards.dataset} {wildcards.version} --spec {params.spec} "
         "--data {input.data} {params.surrogate} --out {output} > {log} 2>&1"
+
+
+rule gt_encoder_gaps:
+    input:
+        gt_encoder_files(),
+    output:
+        csv="results/tables/gt_encoder_gaps.csv",
+        md="results/tables/gt_encoder_gaps.md",
+    conda:
+        ENV
+    log:
+        "results/logs/gt_encoder_gaps.log",
+    shell:
+        "fmvae gt-gap-table --gt-encoders {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 rule train:

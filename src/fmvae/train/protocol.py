@@ -187,36 +187,16 @@ def read_gt_encoder(path) -> dict[str, dict]:
         return {name: {k: v[()] for k, v in group.items()} for name, group in f.items() if isinstance(group, h5py.Group)}
 
 
-def fit_gt_encoder(spec: dict, data_path, version: int, surrogate_path, out) -> None:
-    """φ_GT: encoders trained by the ELBO with the decoder frozen at θ_GT and σ² at the truth;
-    the restart with the best validation ELBO is kept (METHODS §3). On a labelled set the encoders
-    are M2's (q(z|x), q(z|x, y), q(y|x)), trained by the M2 ELBO on the partly labelled training
-    split with α = γ = 1 [choice: the paper does not say], and the validation bound is U."""
-    data = DataSet(data_path)
-    device = pick_device(spec["training"]["device"])
-    semi = data.labels is not None
-    n = spec["restarts"]
-    seeds = [derive_seed(spec["seed"], spec["dataset"], version, "gt_encoder", r) for r in range(n)]
-    plan = [{"init": "random", "seed": s} for s in seeds]
-    model = build_model(data, spec["training"], plan, False, None, None, device, semi_supervised=semi)
-    decoder = ground_truth_decoder(data, surrogate_path)
-    for i in range(n):
-        _set_model(model.decoder, i, decoder)
-    method = methods.get("m2_vae" if semi else "vae")
-    hyper = {name: np.ones(n) for name in method.hyper}  # α = γ = 1 for M2
-    trainer = Trainer(model, method, hyper, spec["training"], seeds=[s + 1 for s in seeds], freeze_decoder=True,
-                      name=f"gt_encoder {data.name} v{version}")
-    result = trainer.run(data.inputs("train", semi), data.inputs("val", semi), checkpoint=Path(str(out) + ".ckpt"))
-    val = evaluate_objective(model, method, hyper, data.inputs("val", semi).to(device), seeds=[s + 2 for s in seeds])
-    val = np.where(result.diverged | ~np.isfinite(val), -np.inf, val)
-    best = int(np.argmax(val))
-    log.info("gt_encoder %s v%d: validation ELBO per restart %s; keeping %d", data.name, version,
-             np.array2string(val, precision=4), best)
-    with store.write_h5(out, {"dataset": data.name, "version": version, "selected": best, "val_elbo": val,
-                              "diverged": result.diverged, "config": to_json(spec)}) as f:
-        for name, net in model.encoder_nets().items():
-            store.write_arrays(f.create_group(name), {k: v[best].numpy() for k, v in net.state_arrays().items()})
-    Path(str(out) + ".ckpt").unlink(missing_ok=True)
+def fit_gt_encoder(spec: dict, data_path, version: int, surrogate_path, out) -> dict:
+    """φ_GT: encoders initialised by ``training.gt_encoder.init`` (random, or a supervised pre-fit
+    to the truth), then trained by the ELBO with the decoder frozen at θ_GT and σ² at the truth;
+    the restart with the best validation ELBO is kept (METHODS §3), and its gap to log p(x) under
+    θ_GT is recorded. On a labelled set the encoders are M2's (q(z|x), q(z|x, y), q(y|x)), trained
+    by the M2 ELBO on the partly labelled training split with α = γ = 1 [choice: the paper does not
+    say], and the validation bound is U. See :mod:`fmvae.train.gt_encoder`."""
+    from fmvae.train import gt_encoder  # imported late: it builds on this module
+
+    return gt_encoder.fit_gt_encoder(spec, data_path, version, surrogate_path, out)
 
 
 def train_part(spec: dict, data_path, version: int, part: int, out, surrogate_path=None, gt_encoder_path=None) -> None:

@@ -25,7 +25,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
 from scipy.stats import norm
 
 from fmvae.objectives import OBJECTIVES

@@ -62,11 +62,11 @@ from scipy.stats import norm
 
 from fmvae import methods, store
 from fmvae.config import derive_seed, to_json
+from fmvae.metrics.loglik import bound_per_point
 from fmvae.metrics.quadrature import log_likelihood_grid
 from fmvae.nn import BatchedMLP
-from fmvae.objectives import OBJECTIVES
 from fmvae.objectives.unsupervised import log_normal
-from fmvae.train.loop import Trainer, hyper_tensors
+from fmvae.train.loop import Trainer
 from fmvae.train.optim import BatchedAdam
 from fmvae.train.streams import ModelStreams
 
@@ -532,30 +532,6 @@ def elbo_trainer(model, method, hyper: dict, training: dict, seeds, n_train: int
 # -- validation bound ----------------------------------------------------------------------------
 
 
-def bound_per_point(model, method, hyper: dict, x: torch.Tensor, seeds, draws: int,
-                    rows: int = 400_000) -> tuple[np.ndarray, np.ndarray]:
-    """The method's objective per restart and point averaged over ``draws`` noise draws: (mean,
-    variance of one draw), each (M, N); ``x`` (N, ·) is shared by every restart. Points are taken
-    in chunks of about ``rows`` network rows over all restarts."""
-    m = model.n_models
-    hyper_t = hyper_tensors(method, hyper, m, x.device)
-    counts = [method.samples({key: v[i].item() for key, v in hyper_t.items()}) for i in range(m)]
-    chunk = max(1, rows // (draws * max(counts) * m))
-    streams, objective = ModelStreams(seeds), OBJECTIVES[method.objective]
-    mean = torch.zeros(m, x.shape[0], dtype=torch.float64)
-    var = torch.zeros_like(mean)
-    with torch.no_grad():
-        for start in range(0, x.shape[0], chunk):
-            xb = x[start:start + chunk]
-            nb = xb.shape[0]
-            eps = streams.normal((nb * draws, max(counts), model.noise_dim), samples=counts).to(x.device)
-            values = objective(model, xb.repeat_interleave(draws, 0).expand(m, -1, -1), eps, hyper_t)
-            values = values.double().cpu().view(m, nb, draws)
-            mean[:, start:start + nb] = values.mean(-1)
-            var[:, start:start + nb] = values.var(-1, correction=1) if draws > 1 else 0.0
-    return mean.numpy(), var.numpy()
-
-
 def gap_statistics(gap: np.ndarray) -> dict:
     """Mean, median, 95th percentile of the per-point gaps and the fraction above 5 nats."""
     return {"gap_mean": float(gap.mean()), "gap_median": float(np.median(gap)),
@@ -612,7 +588,7 @@ def fit_gt_encoder(spec: dict, data_path, version: int, surrogate_path, out) -> 
     eval_started = time.perf_counter()
     x_val = data.inputs("val", semi).to(device)
     draws = int(settings["val_draws"])
-    per_point, per_point_var = bound_per_point(model, method, hyper, x_val, [s + 2 for s in seeds], draws)
+    per_point, per_point_var, _ = bound_per_point(model, method, hyper, x_val, [s + 2 for s in seeds], draws)
     val = per_point.mean(1)
     val_se = np.sqrt(per_point_var.sum(1) / draws) / per_point.shape[1]
     diverged = result.diverged | pre.diverged | ~np.isfinite(val)

@@ -109,16 +109,15 @@ def quadrature_loglik(model, x: torch.Tensor, grid_points: int = 4001, label_poi
     """Exact log p_θ(x) per model and point for a 1-D latent, (M, N): z on ``grid_points`` nodes per
     [−6, 6], at the same spacing over the widest range :func:`quadrature_bound` asks for among the
     models; an M2 model sums its classes (one-hot) or integrates a continuous y on ``label_points``
-    nodes over [−6, 6] (with a z grid of a quarter of the density, at least 1001 nodes per [−6, 6])."""
+    nodes over [−6, 6] (with at most 1001 z nodes per [−6, 6])."""
     if model.latent_dim != 1:
         raise ValueError(f"quadrature needs a 1-D latent, the model has K = {model.latent_dim}")
     labels = model.labels
     if labels is not None and labels.relaxed:
         raise ValueError("the Concrete-relaxed M2 model has no quadrature over y")
     continuous = labels is not None and not labels.discrete
-    per_unit = (grid_points - 1) / (2 * QUADRATURE_BOUND)
-    if continuous:  # a second grid axis: a coarser z grid
-        per_unit = max(per_unit / 4, 1000 / (2 * QUADRATURE_BOUND))
+    # a second grid axis (continuous y) takes a coarser z grid: 1001 nodes per [−6, 6]
+    per_unit = (min(grid_points, 1001) if continuous else grid_points - 1) / (2 * QUADRATURE_BOUND)
     bound = float(quadrature_bound(model, x).max())
     nodes, lw = normal_nodes(int(round(2 * bound * per_unit)) + 1, bound)
     if labels is None:

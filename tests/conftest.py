@@ -74,7 +74,7 @@ def snakemake_env(env=None) -> dict:
     return {**(env or os.environ), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def snakemake(workdir, *args, timeout=1200, env=None):
+def snakemake(workdir, *args, timeout=2400, env=None):
     """Run Snakemake in ``workdir`` with this interpreter's environment (fmvae on PATH)."""
     env = snakemake_env(env)
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,

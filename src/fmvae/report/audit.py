@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import h5py
 
 from fmvae import store
 from fmvae.checks import format_cell
+from fmvae.report.tables import write_csv
 from fmvae.store import atomic_path
 
 KEYS = ["experiment", "dataset", "version", "method"]
@@ -39,11 +39,7 @@ def audit_rows(evaluation_paths) -> tuple[list[dict], list[dict]]:
 
 
 def _write_csv(rows: list[dict], columns: list[str], path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({k: format_cell(r.get(k, "")) for k in columns} for r in rows)
+    write_csv([{k: format_cell(r.get(k, "")) for k in columns} for r in rows], columns, path)
 
 
 def _markdown(rows: list[dict], columns: list[str]) -> str:

@@ -10,11 +10,11 @@ points above 5 nats), and the fit's wall time. Written as CSV and Markdown
 
 from __future__ import annotations
 
-import csv
 
 import h5py
 
 from fmvae import store
+from fmvae.report.tables import write_csv
 from fmvae.store import atomic_path
 
 COLUMNS = ["dataset", "version", "init", "restarts", "selected", "val_elbo", "val_elbo_se", "log_px", "log_px_method",
@@ -72,11 +72,7 @@ PREAMBLE = ("φ_GT, the encoder of the ground-truth restarts (decoder frozen at 
 
 def write_gap_table(paths, csv_path, md_path) -> list[dict]:
     rows = collect(paths)
-    with atomic_path(csv_path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+    write_csv(rows, COLUMNS, csv_path)
     with atomic_path(md_path) as tmp:
         tmp.write_text("# gt_encoder_gaps\n\n" + PREAMBLE + "\n\n" + markdown(rows))
     return rows

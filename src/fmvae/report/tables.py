@@ -133,13 +133,18 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_rows(rows: list[dict], csv_path, md_path, title: str, preamble: str = "") -> list[dict]:
-    """Finished rows as the CSV (``COLUMNS``) and the Markdown table, each written atomically."""
-    with atomic_path(csv_path) as tmp:
+def write_csv(rows: list[dict], columns: list[str], path) -> None:
+    """``rows`` as a CSV with ``columns`` (other keys ignored), written atomically."""
+    with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+
+
+def write_rows(rows: list[dict], csv_path, md_path, title: str, preamble: str = "") -> list[dict]:
+    """Finished rows as the CSV (``COLUMNS``) and the Markdown table, each written atomically."""
+    write_csv(rows, COLUMNS, csv_path)
     with atomic_path(md_path) as tmp:
         tmp.write_text(f"# {title}\n\n" + (preamble + "\n\n" if preamble else "") + markdown(rows))
     return rows

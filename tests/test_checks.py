@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def circle(z: torch.Tensor) -> torch.Tensor:
-    """The Circle's f (METHODS §1): (cos 2πΦ(z), sin 2πΦ(z)); z (n, 1) -> (n, 2)."""
+    """The Circle's f (docs/methods.md §1): (cos 2πΦ(z), sin 2πΦ(z)); z (n, 1) -> (n, 2)."""
     angle = 2 * math.pi * torch.special.ndtr(z[:, 0])
     return torch.stack([torch.cos(angle), torch.sin(angle)], 1)
 

@@ -1,4 +1,4 @@
-"""Ground-truth functions against hand-computed values and the properties in METHODS §1."""
+"""Ground-truth functions against hand-computed values and the properties in docs/methods.md §1."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The semi-supervised M2 bounds (METHODS §2): hand computations on tiny models, the label mask,
+"""The semi-supervised M2 bounds (docs/methods.md §2): hand computations on tiny models, the label mask,
 the relaxation, the IWAE versions against the ELBO versions, and training on labelled batches."""
 
 from __future__ import annotations

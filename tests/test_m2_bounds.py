@@ -1,4 +1,4 @@
-"""The M2 bounds are lower bounds of the model that is evaluated (METHODS §2): known answers of the
+"""The M2 bounds are lower bounds of the model that is evaluated (docs/methods.md §2): known answers of the
 class sum, exactness on a linear-Gaussian M2, the relaxed (Concrete) model, and trained models'
 bounds against their exact log p(x) by quadrature (with the former objective as the counter-example)."""
 

@@ -1,4 +1,4 @@
-"""The paper's Section 9 practitioner checks (METHODS §5, guideline 4): does a trained MFG-VAE
+"""The paper's Section 9 practitioner checks (docs/methods.md §5, guideline 4): does a trained MFG-VAE
 show signs that its manifold or its density was misestimated?
 
 1. **Residual normality** (manifold). For every data point x_n, find the closest point of the

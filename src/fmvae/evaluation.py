@@ -1,4 +1,4 @@
-"""Selection and evaluation of trained models (METHODS §3–4).
+"""Selection and evaluation of trained models (docs/methods.md §3–4).
 
 For one (experiment, data set, version, method): read every training part, keep per grid point the
 restart with the best validation objective (diverged restarts excluded), pick the grid point by the
@@ -120,7 +120,7 @@ def refit_sigma2(model: BatchedVAE, x: torch.Tensor, draws: int, seed: int, chun
 
 
 def latent_mutual_information(model: BatchedVAE, x: torch.Tensor, neighbours: int, seed: int) -> float:
-    """avg_i I(x; z_i) of model 0 (Table 1): KSG on x against one z ~ q(z|x) per point (METHODS §4)."""
+    """avg_i I(x; z_i) of model 0 (Table 1): KSG on x against one z ~ q(z|x) per point (docs/methods.md §4)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         mean, log_var = model.encode(x[None])

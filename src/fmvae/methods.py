@@ -2,12 +2,12 @@
 
 A method names its objective (:data:`fmvae.objectives.OBJECTIVES`), its schedule (``standard``:
 one Adam step on θ and φ per mini-batch; ``lagging``: the aggressive encoder inner loop of Lagging
-Inference Networks, METHODS §2), its hyper-parameters (each a per-model value, so a grid trains as
+Inference Networks, docs/methods.md §2), its hyper-parameters (each a per-model value, so a grid trains as
 one stack), and the bound used to select restarts on validation data. To benchmark a new method,
 add an objective and an entry here; the config's ``methods`` section can then name it.
 
 The ``m2_*`` methods train Kingma et al.'s semi-supervised M2 model (``model: m2``) on labelled
-data sets, with the discriminator weight α and the labelled weight γ as grid axes (METHODS §2).
+data sets, with the discriminator weight α and the labelled weight γ as grid axes (docs/methods.md §2).
 """
 
 from __future__ import annotations

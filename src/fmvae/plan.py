@@ -37,7 +37,7 @@ from fmvae.train.protocol import parts
 
 LIN_FACTOR = 4.4
 M2_FACTOR = 2.5
-REAL_ROWS = {"diabetic_retinopathy": 1151, "contraceptive": 1473, "titanic": 2201}  # METHODS §1
+REAL_ROWS = {"diabetic_retinopathy": 1151, "contraceptive": 1473, "titanic": 2201}  # docs/methods.md §1
 
 
 def train_size(config: dict, dataset: str) -> int:

@@ -1,4 +1,4 @@
-"""The paper's Section 9 class-separability check (METHODS §5, guideline 1): before choosing a
+"""The paper's Section 9 class-separability check (docs/methods.md §5, guideline 1): before choosing a
 variational family for a semi-supervised model, train a small classifier for y|x. Low balanced
 accuracy, or a high mean predictive entropy E_{p(x,y)} H[p(y|x)], says that x|y = 0 and x|y = 1 lie
 on roughly the same manifold, and warns that an MFG family in the unlabelled objective will cause

@@ -1,4 +1,4 @@
-# Section 9, guideline 1 (METHODS §5 item 1): the class-separability check of the semi-supervised
+# Section 9, guideline 1 (docs/methods.md §5 item 1): the class-separability check of the semi-supervised
 # sets, a small classifier for y|x on each set's observed training labels (fmvae.separability):
 # version 0 of the two semi-circle sets and split 0 of the real sets, those configured. The file
 # lists come from the library (tested there) so that this file holds rules only.

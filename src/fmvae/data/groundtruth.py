@@ -2,7 +2,7 @@
 
 Each function maps latents ``z`` (N×K) and, for the semi-supervised sets, labels ``y`` (N,) to the
 noise-free mean f(z) (N×D). Equation numbers and appendix sections refer to the paper; the cleaned
-reading is ``shared/spec/METHODS.md`` §1. Where the paper is ambiguous the choice is a keyword
+reading is ``docs/methods.md`` §1. Where the paper is ambiguous the choice is a keyword
 argument whose default is the documented choice, set from the config (``data.synthetic.datasets``).
 """
 
@@ -147,7 +147,7 @@ class GroundTruth:
     f: Callable
     latent_dim: int
     data_dim: int
-    sigma2: float  # the paper's σ² (the config may override it where METHODS marks a choice)
+    sigma2: float  # the paper's σ² (the config may override it where docs/methods.md marks a choice)
     prior: str = "normal"  # "normal": z ~ N(0, I); "uniform": z ~ U(0, 1)
     label: str | None = None  # None, "bernoulli" (y ~ Bern(½)) or "normal" (y ~ N(0, 1))
     surrogate: bool = True  # fit a 3×50 network to f and simulate from it (Appendix G/H)

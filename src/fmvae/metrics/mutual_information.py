@@ -1,5 +1,5 @@
 """Mutual information I(X; Z) between a multivariate X and a scalar Z: the Kraskov–Stögbauer–
-Grassberger (KSG) estimator, algorithm 1, with the max-norm (METHODS §4, Table 1).
+Grassberger (KSG) estimator, algorithm 1, with the max-norm (docs/methods.md §4, Table 1).
 
 For each point i of the N pairs (x_i, z_i), ε_i is the max-norm distance to its k-th nearest
 neighbour in the joint space (x, z), the point itself excluded. n_x(i) and n_z(i) count the other
@@ -14,7 +14,7 @@ Phys. Rev. E 69, 066138, 2004, eq. 8). Neighbour searches use scipy's ``cKDTree`
 below ε.
 
 Standardisation: by default every coordinate of x and z is divided by its standard deviation
-(METHODS §4: "max-norm on standardised [x, z_i]"). The true I is invariant to such scalings; the
+(docs/methods.md §4: "max-norm on standardised [x, z_i]"). The true I is invariant to such scalings; the
 estimate is not, because the max-norm mixes coordinates, and standardising keeps one coordinate
 from dominating the neighbour search.
 
@@ -67,7 +67,7 @@ def ksg_mutual_information(x, z, k: int = 3, standardize: bool = True, jitter: f
     """KSG estimate (algorithm 1, max-norm) of I(X; Z) in nats.
 
     ``x``: (N, D) or (N,) samples of X; ``z``: (N,) samples of the scalar Z (an (N, 1) array is
-    accepted); the rows are paired draws. ``k``: neighbours (default 3, as METHODS §4). Raises
+    accepted); the rows are paired draws. ``k``: neighbours (default 3, as docs/methods.md §4). Raises
     ValueError for mismatched or bad shapes, non-finite values, constant coordinates, or N ≤ k.
     """
     x = _as_float_array(x, "x", (1, 2))

@@ -1,4 +1,4 @@
-"""Exact quadrature over low-dimensional latents (METHODS §4).
+"""Exact quadrature over low-dimensional latents (docs/methods.md §4).
 
 For a 1-D (or 2-D) latent, p(x) = ∫ N(x; f(z), σ² I) p(z) dz and p(z|x) ∝ N(x; f(z), σ² I) p(z)
 are computed on a fine grid of latent nodes. Labels of semi-supervised models are part of the

@@ -5,7 +5,7 @@ the mean-field Gaussian q(z|x); the decoder maps z (M, N, K) to f(z) (M, N, D); 
 log σ² has shape (M, D), a learned parameter or a fixed buffer. Two decoders: the paper's
 leaky-ReLU MLP, and the Cholesky-restricted linear decoder of eq. 6, f(z) = chol(AAᵀ + B·I) z.
 
-With ``labels`` the stack is Kingma et al.'s M2 (METHODS §2): the decoder maps (z, y) to f(z, y)
+With ``labels`` the stack is Kingma et al.'s M2 (docs/methods.md §2): the decoder maps (z, y) to f(z, y)
 (y one-hot, or a relaxed one-hot sample, for discrete labels; y itself for continuous ones, the
 surrogates' input layout), ``encoder`` is the unlabelled q(z|x), ``encoder_zy`` the labelled
 q(z|x, y) and ``classifier`` q(y|x) (C logits, or the mean and log-variance of a Gaussian).

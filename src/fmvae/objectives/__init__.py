@@ -1,4 +1,4 @@
-"""Training objectives as pure functions returning per-model, per-point values (METHODS §2).
+"""Training objectives as pure functions returning per-model, per-point values (docs/methods.md §2).
 
 Every objective has the signature ``objective(model, x, eps, hyper) -> (M, N)``: ``model`` is a
 :class:`fmvae.nn.BatchedVAE`, ``x`` (M, N, D) the data each model sees, ``eps`` (M, N, S, K)

@@ -1,4 +1,4 @@
-"""Kingma et al.'s M2 bounds (METHODS §2, paper Appendix B), per model and per point.
+"""Kingma et al.'s M2 bounds (docs/methods.md §2, paper Appendix B), per model and per point.
 
 Inputs are packed, (M, N, D + 2) = [x, y, observed] (:func:`pack`); the noise ``eps`` is
 (M, N, S, K + width): the first K columns reparameterise z, the rest y (standard normals, turned

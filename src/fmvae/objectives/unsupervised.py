@@ -1,4 +1,4 @@
-"""The MFG-VAE ELBO and the IWAE bound (METHODS §2)."""
+"""The MFG-VAE ELBO and the IWAE bound (docs/methods.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""φ_GT: the ground-truth encoder of ground-truth-initialised restarts (METHODS §3), and how close
+"""φ_GT: the ground-truth encoder of ground-truth-initialised restarts (docs/methods.md §3), and how close
 it comes to the truth.
 
 The decoder is frozen at θ_GT (the surrogate, or A_GT for eq. 6) and σ² at the truth. Each of

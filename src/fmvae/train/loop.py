@@ -185,7 +185,7 @@ class Trainer:
 
     def _end_of_epoch_lagging(self, x_val: torch.Tensor) -> None:
         """Leave the aggressive phase once I_q on validation data has failed ``mi_patience``
-        times to beat its best (METHODS §2, as image.py)."""
+        times to beat its best (docs/methods.md §2, as image.py)."""
         aggressive = self.aggressive & ~self.diverged
         if not bool(aggressive.any()):
             return

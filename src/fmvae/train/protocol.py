@@ -1,4 +1,4 @@
-"""The paper's training protocol (METHODS §3) on top of the batched trainer.
+"""The paper's training protocol (docs/methods.md §3) on top of the batched trainer.
 
 For one (experiment, data set, version, method) the *plan* lists every model: each grid point of
 the method's hyper-parameters × restarts, ground-truth-initialised ones first (decoder = the
@@ -190,7 +190,7 @@ def read_gt_encoder(path) -> dict[str, dict]:
 def fit_gt_encoder(spec: dict, data_path, version: int, surrogate_path, out) -> dict:
     """φ_GT: encoders initialised by ``training.gt_encoder.init`` (random, or a supervised pre-fit
     to the truth), then trained by the ELBO with the decoder frozen at θ_GT and σ² at the truth;
-    the restart with the best validation ELBO is kept (METHODS §3), and its gap to log p(x) under
+    the restart with the best validation ELBO is kept (docs/methods.md §3), and its gap to log p(x) under
     θ_GT is recorded. On a labelled set the encoders are M2's (q(z|x), q(z|x, y), q(y|x)), trained
     by the M2 ELBO on the partly labelled training split with α = γ = 1 [choice: the paper does not
     say], and the validation bound is U. See :mod:`fmvae.train.gt_encoder`."""

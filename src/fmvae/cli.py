@@ -183,6 +183,17 @@ def cmd_plot_model_figure(args) -> None:
     plot(args.number, args.out, args.evaluations, args.data, args.surrogate or [], json.loads(args.style))
 
 
+def cmd_config_reference(args) -> None:
+    from fmvae import config_reference
+
+    schema = cfg.load_schema()
+    if args.write:
+        changed = config_reference.write(args.write, schema)
+        print(f"{args.write}: {'updated' if changed else 'already up to date'}")
+    else:
+        print(config_reference.render(schema), end="")
+
+
 def cmd_plan(args) -> None:
     from pathlib import Path
 
@@ -229,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="+")
     p.add_argument("--show", action="store_true", help="print the config with defaults filled in")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config-reference", help="every config key with its type, default and description (Markdown)")
+    p.add_argument("--write", metavar="FILE", help="rewrite the generated section of FILE (config/README.md) instead of printing")
+    p.set_defaults(func=cmd_config_reference)
 
     p = sub.add_parser("plan", help="compute plan: jobs per rule, models, optimiser steps, time estimates")
     p.add_argument("config", nargs="+", help="config file(s), e.g. config/paper.yaml")
@@ -398,7 +413,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         args.func(args)
-    except (cfg.ConfigError,) as err:
+    except cfg.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # a clear message for the known failure kinds, a traceback otherwise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -20,14 +21,38 @@ import numpy as np
 from fmvae import __version__
 
 
+def _create_temp(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty file ``folder/prefix<random>suffix`` with mode 0o666 less the umask.
+
+    ``tempfile.mkstemp`` creates its files 0o600 whatever the umask, and the rename keeps that mode,
+    so no one else in a group could read the results. Here the kernel applies the umask (and any
+    default ACL of the folder) at creation, as for a plain ``open(path, "w")``: under umask 022 a
+    file is 0o644, under 002 0o664. The umask itself is never read or changed (``os.umask`` can
+    only be read by setting it, which races with other threads).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(tempfile.TMP_MAX):
+        tmp = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no unused temporary name {prefix}*{suffix} in {folder}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    The file gets the mode the umask gives new files (see :func:`_create_temp`); writers that
+    truncate the temporary file (``open(tmp, "w")``, ``h5py.File(tmp, "w")``, ``savefig``,
+    ``torch.save``) keep it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _create_temp(path.parent, prefix=f".{path.name}.", suffix=suffix or f".tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

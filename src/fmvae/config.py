@@ -1,6 +1,7 @@
 """Configuration: loading, validation against the JSON Schema, defaults, and per-job slices.
 
-The schema is ``workflow/schemas/config.schema.yaml``; the Snakefile and the CLI both call
+The schema is ``workflow/schemas/config.schema.yaml``, shipped in the package as ``fmvae.schemas``
+(see pyproject.toml) and read with :mod:`importlib.resources`; the Snakefile and the CLI both call
 :func:`validate_config`, so a bad key or value stops a run before any job starts, with a message
 naming the key and the allowed values. Jobs receive only their *slice* of the config (for example
 :func:`synthetic_spec`), so a change to one data set's settings reruns only what depends on it.
@@ -13,6 +14,7 @@ import itertools
 import json
 import re
 import zlib
+from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
@@ -22,17 +24,27 @@ import yaml
 
 from fmvae.data import groundtruth
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# The folder workflow/schemas/ of the source tree is the package fmvae.schemas (pyproject.toml,
+# [tool.setuptools] package-dir), so the one schema file serves Snakemake's layout and the installed
+# package alike; it is read as package data, never through the repository's folders.
+SCHEMA_PACKAGE = "fmvae.schemas"
+SCHEMA_FILE = "config.schema.yaml"
 
 
 class ConfigError(ValueError):
     """The configuration does not satisfy the schema; the message lists every problem."""
 
 
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f)
+def load_schema() -> dict:
+    """The configuration schema shipped with the package (``workflow/schemas/config.schema.yaml``)."""
+    try:
+        package = resources.files(SCHEMA_PACKAGE)
+    except ModuleNotFoundError as err:  # an editable install made before workflow/schemas/ was a package
+        raise ModuleNotFoundError(
+            f"{SCHEMA_PACKAGE} (workflow/schemas/) is not importable; reinstall the package: "
+            "pip install -c constraints.txt -e ."
+        ) from err
+    return yaml.safe_load(package.joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
 
 
 def fill_defaults(instance, schema: dict):

@@ -16,6 +16,8 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /opt/fmvae
 COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
+# The config schema: the package fmvae.schemas is this folder (pyproject.toml, package-dir).
+COPY workflow/schemas ./workflow/schemas
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" -c constraints.txt torch \
  && pip install --no-cache-dir -c constraints.txt . \
  && fmvae --help > /dev/null

@@ -41,7 +41,7 @@ def _build_wheel(tmp: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for name in ("src", "workflow"):
+    for name in ("src", "workflow/schemas"):  # what the Dockerfile and containers/fmvae.def copy
         shutil.copytree(REPO / name, src / name, ignore=ignore)
     dist = tmp / "dist"
     _run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"], cwd=src)

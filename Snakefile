@@ -24,6 +24,10 @@ include: "workflow/rules/adversarial.smk"
 include: "workflow/rules/separability.smk"
 
 
+# The image of every job under --sdm apptainer (config key `container`, validated in common.smk).
+container: config["container"]
+
+
 rule all:
     default_target: True
     input:

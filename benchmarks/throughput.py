@@ -42,6 +42,7 @@ import os
 import platform
 import statistics
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -61,7 +62,7 @@ def flops_per_model_step() -> float:
     """Forward+backward FLOPs of one optimiser step of one model (≈ 3 x forward matmul FLOPs)."""
     encoder = [D, *HIDDEN, 2 * K]
     decoder = [K, *HIDDEN, D]
-    forward = sum(2 * a * b for sizes in (encoder, decoder) for a, b in zip(sizes[:-1], sizes[1:]))
+    forward = sum(2 * a * b for sizes in (encoder, decoder) for a, b in pairwise(sizes))
     return 3 * forward * BATCH
 
 
@@ -112,7 +113,7 @@ def time_batched(m: int, x_train, x_val, device, min_seconds: float) -> dict:
     x_train, x_val = x_train.to(device), x_val.to(device)
 
     def train(epochs: int) -> float:  # a fresh Trainer (new Adam state) continuing from the model
-        settings = dict(epochs=epochs, batch_size=BATCH, lr=LR, log_every_epochs=0)
+        settings = {"epochs": epochs, "batch_size": BATCH, "lr": LR, "log_every_epochs": 0}
         trainer = Trainer(model, methods.get("vae"), {}, settings, seeds=list(range(m)))
         sync(device)
         start = time.perf_counter()
@@ -129,7 +130,7 @@ def time_batched(m: int, x_train, x_val, device, min_seconds: float) -> dict:
 # -- plain single-model loop ---------------------------------------------------------------------
 def mlp(sizes) -> nn.Sequential:
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.LeakyReLU(SLOPE))
@@ -167,9 +168,9 @@ def time_single(m: int, x_train, max_models: int, min_seconds: float) -> dict:
     return {"models_timed": timed, "epochs_per_model": epochs, "seconds": seconds,
             "extrapolated": timed < m,
             "model_steps_per_s": timed * epochs * STEPS_PER_EPOCH / seconds,
-            "method": ("models trained one after another; the first %d timed in full and the per-"
-                       "model-step time applied to all %d (models are independent and identical "
-                       "in cost)" % (timed, m))}
+            "method": (f"models trained one after another; the first {timed} timed in full and the per-"
+                       f"model-step time applied to all {m} (models are independent and identical "
+                       "in cost)")}
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def snakemake(workdir, *args, timeout=2400, env=None):
     """Run Snakemake in ``workdir`` with this interpreter's environment (fmvae on PATH)."""
     env = snakemake_env(env)
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -71,7 +71,7 @@ def test_attack_flips_the_learned_classifier_within_budget_but_never_the_true_on
     def logit(p):
         return 10 * (p[:, 0] + slope * p[:, 1] + offset)
 
-    tangent = lambda p: truth.tangent[truth.nearest(p)]  # noqa: E731
+    tangent = lambda p: truth.tangent[truth.nearest(p)]
     x_adv = adv.pgd_attack(x, y, logit, truth.classify, tangent, epsilon, steps=100, norm=norm)
     budget = np.abs(x_adv - x).max(1) if norm == "linf" else np.linalg.norm(x_adv - x, axis=1)
     assert budget.max() <= epsilon + 1e-5

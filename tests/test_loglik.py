@@ -14,13 +14,12 @@ import torch
 from fmvae import methods
 from fmvae.data import groundtruth
 from fmvae.evaluation import bound_invariants
-from fmvae.metrics.loglik import (best_estimate, bound_per_point, defensive_is_loglik, quadrature_loglik,
-                                  summarise, log_likelihood_estimates)
+from fmvae.metrics.loglik import best_estimate, bound_per_point, defensive_is_loglik, log_likelihood_estimates, quadrature_loglik, summarise
 from fmvae.nn import BatchedVAE
 from fmvae.train.loop import Trainer
 
-SETTINGS = dict(epochs=4, batch_size=50, lr=3e-3, max_inner_steps=10, mi_patience=1, mi_points=100,
-                log_every_epochs=0)
+SETTINGS = {"epochs": 4, "batch_size": 50, "lr": 3e-3, "max_inner_steps": 10, "mi_patience": 1, "mi_points": 100,
+            "log_every_epochs": 0}
 GRIDS = {"vae": {}, "iwae": {"S": np.array([5, 5])}, "lin": {"T": np.array([0.05, 0.05]), "R": np.array([2, 2])}}
 
 

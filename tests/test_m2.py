@@ -12,8 +12,7 @@ import torch
 from fmvae import methods
 from fmvae.nn import BatchedVAE, Labels
 from fmvae.objectives import OBJECTIVES, elbo
-from fmvae.objectives.semi_supervised import (TEMPERATURE, concrete_log_density, discriminator, gumbel, pack,
-                                              relaxed_log_sample)
+from fmvae.objectives.semi_supervised import TEMPERATURE, concrete_log_density, discriminator, gumbel, pack, relaxed_log_sample
 from fmvae.train.loop import Trainer
 
 M, N, D, K = 3, 64, 2, 1
@@ -187,7 +186,7 @@ def test_iwae_unlabelled_bound_rises_with_the_number_of_samples():
     assert values[0] < values[1] < values[2]
 
 
-SETTINGS = dict(epochs=2, batch_size=32, lr=1e-3, max_inner_steps=10, mi_patience=1, mi_points=50, log_every_epochs=0)
+SETTINGS = {"epochs": 2, "batch_size": 32, "lr": 1e-3, "max_inner_steps": 10, "mi_patience": 1, "mi_points": 50, "log_every_epochs": 0}
 
 
 def _train(method, fraction, seeds=(1, 2, 3), hyper=None):

@@ -229,7 +229,7 @@ def test_the_relaxed_elbo_is_below_the_relaxed_log_likelihood_in_expectation():
 # -- trained models keep a valid bound ------------------------------------------------------------
 
 DATA = {"discrete": "discrete_semicircle", "continuous": "continuous_semicircle"}
-TRAIN = dict(epochs=100, batch_size=50, lr=3e-3, max_inner_steps=10, mi_patience=1, mi_points=50, log_every_epochs=0)
+TRAIN = {"epochs": 100, "batch_size": 50, "lr": 3e-3, "max_inner_steps": 10, "mi_patience": 1, "mi_points": 50, "log_every_epochs": 0}
 HYPER = {"alpha": np.ones(M), "gamma": np.ones(M), "S": np.full(M, 5), "T": np.full(M, 0.1), "R": np.full(M, 2)}
 SEEDS = (1, 2, 3)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_iwae_bound_rises_with_samples_towards_the_log_likelihood(linear):
     for s in (1, 5, 50, 1000):
         eps = torch.randn(1, 200, s, 2, generator=g, dtype=torch.float64)
         bounds.append(iwae(linear, x, eps, {"S": torch.tensor([s])}).mean().item())
-    assert all(a < b for a, b in zip(bounds, bounds[1:]))
+    assert all(a < b for a, b in pairwise(bounds))
     assert bounds[-1] <= exact + 0.01
     assert exact - bounds[-1] < 0.05 < exact - bounds[0]
 
@@ -141,7 +142,7 @@ def test_closed_form_sigma2_maximises_the_elbo():
             return -float(elbo(model, repeated, eps).mean())
 
     for dim in range(2):
-        best = minimize_scalar(lambda v: negative_elbo(v, dim), bounds=(-5, 3), method="bounded",
+        best = minimize_scalar(lambda v, dim=dim: negative_elbo(v, dim), bounds=(-5, 3), method="bounded",
                                options={"xatol": 1e-5}).x
         model.log_sigma2[0, dim] = 0.0
         assert abs(math.exp(best) / refit[dim] - 1) < 0.03

@@ -7,7 +7,7 @@ from conftest import REPO
 
 def commands():
     readme = (REPO / "README.md").read_text()
-    return re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)
+    return re.findall(r"```bash\n(.+?)\n```", readme, flags=re.DOTALL)
 
 
 def test_readme_has_the_run_and_test_commands():

@@ -34,7 +34,7 @@ def planned_jobs(smoke_run, tmp_path, override: dict) -> list[tuple[str, dict]]:
 def test_a_plotting_option_reruns_only_the_figures(smoke_run, tmp_path):
     jobs = planned_jobs(smoke_run, tmp_path, {"figures": {"dpi": 80}})
     rules = {rule for rule, _ in jobs}
-    assert {"plot_data", "model_figure", "semi_figure"} <= rules and rules <= FIGURE_RULES
+    assert {"plot_data", "model_figure", "semi_figure"} <= rules <= FIGURE_RULES
 
 
 def test_an_m2_hyper_parameter_reruns_that_method_its_tables_and_its_figures(smoke_run, tmp_path):

@@ -5,13 +5,13 @@ import hashlib
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from fmvae import config as cfg
 from fmvae import store
 from fmvae.data import groundtruth
 from fmvae.data.simulate import save_surrogate, simulate_version, write_synthetic
 from fmvae.nn import BatchedMLP
-import torch
 
 
 def spec(name, **overrides):
@@ -73,10 +73,9 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     target = tmp_path / "v0.h5"
     with pytest.raises(ValueError):
         write_synthetic(target, spec("circle"), 0, surrogate_path=None)  # circle needs its surrogate
-    with pytest.raises(ValueError):
-        with store.write_h5(target) as f:
-            f.attrs["x"] = 1
-            raise ValueError("killed mid-write")
+    with pytest.raises(ValueError), store.write_h5(target) as f:
+        f.attrs["x"] = 1
+        raise ValueError("killed mid-write")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -11,7 +11,6 @@ import torch
 
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -12,8 +12,8 @@ from fmvae.data import groundtruth
 from fmvae.nn import BatchedVAE
 from fmvae.train.loop import Trainer
 
-SETTINGS = dict(epochs=3, batch_size=50, lr=1e-3, max_inner_steps=20, mi_patience=1, mi_points=100,
-                log_every_epochs=0)
+SETTINGS = {"epochs": 3, "batch_size": 50, "lr": 1e-3, "max_inner_steps": 20, "mi_patience": 1, "mi_points": 100,
+            "log_every_epochs": 0}
 SEEDS = [11, 12, 13]
 
 
@@ -88,7 +88,7 @@ def test_a_killed_job_resumes_from_its_checkpoint_to_the_same_result(x, tmp_path
     with pytest.raises(KeyboardInterrupt):
         _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings, checkpoint=checkpoint)
     monkeypatch.setattr(Trainer, "_save", original)
-    resumed, trainer, result = _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings, checkpoint=checkpoint)
+    resumed, _, result = _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings, checkpoint=checkpoint)
     for name, value in reference.state_arrays().items():
         assert torch.equal(resumed.state_arrays()[name], value), name
     assert np.isfinite(result.curve).all()

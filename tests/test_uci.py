@@ -8,10 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import SHARED_UCI
 from fmvae import config as cfg
 from fmvae import store
 from fmvae.data import uci
-from conftest import SHARED_UCI
 
 ARFF = """@relation dr
 @attribute 0 numeric
@@ -143,7 +143,7 @@ PUBLISHED = {
 @pytest.mark.skipif(not SHARED_UCI.exists(), reason="../shared/data/uci is not beside the checkout")
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_published_files_download_verify_and_parse(tmp_path, http_folder, name):
-    served_file, member, fmt, rows, features, counts = PUBLISHED[name]
+    served_file, member, _, rows, features, counts = PUBLISHED[name]
     base = http_folder(SHARED_UCI)
     default = cfg.validate_config({})["data"]["real"]["datasets"][name]
     config = cfg.validate_config({"data": {"real": {"base_urls": {"uci": base, "keel": base}, "datasets": {

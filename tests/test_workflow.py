@@ -4,8 +4,8 @@ the paper config's DAG; a bad config stopping the run before any job; the lint."
 import h5py
 import pytest
 
-from fmvae import store
 from conftest import copy_workflow, snakemake
+from fmvae import store
 
 pytestmark = pytest.mark.workflow
 

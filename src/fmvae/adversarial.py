@@ -119,7 +119,7 @@ class TrueManifold:
 
     @classmethod
     def from_decoder(cls, f, z_bound: float, points: int, threshold: float, margin: float = 0.0,
-                     max_distance: float = math.inf) -> "TrueManifold":
+                     max_distance: float = math.inf) -> TrueManifold:
         """The curve of ``f`` (a function of z (J, 1)) on ``points`` z in [−b, b], labelled 1[z > z₀]."""
         z = np.linspace(-z_bound, z_bound, points)
         return cls(z, f(z[:, None]), (z > threshold).astype(int), margin, max_distance)

@@ -278,7 +278,7 @@ def practitioner_checks(evaluation_paths, data_paths, settings: dict, surrogate_
         surrogate, _ = load_surrogate(surrogates[dataset])
         x, data_attrs = _read_x(data[dataset, version], split)
         rows.append({"experiment": "", "dataset": dataset, "version": version, "method": "ground_truth",
-                     **residual_normality(x, lambda z: surrogate(z[None])[0], int(data_attrs["latent_dim"]),
+                     **residual_normality(x, lambda z, surrogate=surrogate: surrogate(z[None])[0], int(data_attrs["latent_dim"]),
                                           data_attrs["sigma2"], settings,
                                           derive_seed(seed0, "checks", dataset, version, "ground_truth"))})
     for row in rows:
@@ -316,7 +316,7 @@ def markdown(rows: list[dict], settings: dict) -> str:
             "any warning", "invariants violated", "paper expects (MFG)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (dataset, method), group in groups.items():
-        def values(key):
+        def values(key, group=group):
             return np.array([r[key] for r in group if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
                              and not math.isnan(r[key])], dtype=float)
         p, ratio, gap, quad = values("residual_pvalue"), values("residual_var_ratio"), values("loglik_gap"), values("loglik_gap_quadrature")
@@ -349,11 +349,10 @@ def write_checks(evaluation_paths, data_paths, settings: dict, csv_path=None, md
     """Run :func:`practitioner_checks` and write the per-version CSV and the Markdown summary."""
     rows = practitioner_checks(evaluation_paths, data_paths, settings, surrogate_paths)
     if csv_path is not None:
-        with atomic_path(csv_path) as tmp:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows({k: format_cell(r.get(k)) for k in COLUMNS} for r in rows)
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: format_cell(r.get(k)) for k in COLUMNS} for r in rows)
     if md_path is not None:
         with atomic_path(md_path) as tmp:
             Path(tmp).write_text("# Practitioner checks (Section 9)\n\n" + markdown(rows, settings))

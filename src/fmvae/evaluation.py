@@ -21,9 +21,8 @@ from fmvae.config import derive_seed, to_json
 from fmvae.data.groundtruth import LINEAR_A_GT
 from fmvae.data.simulate import decoder_mean, load_surrogate
 from fmvae.metrics import linear_gaussian
+from fmvae.metrics.loglik import best_estimate, best_log_likelihood, bound_per_point, log_likelihood_estimates, summarise
 from fmvae.metrics.mutual_information import average_latent_mutual_information
-from fmvae.metrics.loglik import (best_estimate, best_log_likelihood, bound_per_point, log_likelihood_estimates,
-                                  summarise)
 from fmvae.metrics.smooth_knn import smooth_knn_statistic
 from fmvae.nn import BatchedVAE, Labels
 from fmvae.objectives.semi_supervised import relaxed_log_sample
@@ -44,8 +43,8 @@ def read_parts(paths) -> dict:
             for key in ("curve", "diverged", "val_objective", "val_elbo", "aggressive_epochs"):
                 arrays.setdefault(key, []).append(f[key][()])
             part = {}
-            f["params"].visititems(lambda name, obj: part.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
-                                   else None)
+            f["params"].visititems(lambda name, obj, part=part: part.__setitem__(name, obj[()])
+                                   if isinstance(obj, h5py.Dataset) else None)
             params += [(part, row) for row in range(len(attrs["models"]))]
     return {"models": models, "params": params, **{k: np.concatenate(v) for k, v in arrays.items()}}
 

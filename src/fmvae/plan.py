@@ -105,7 +105,7 @@ def dag_job_counts(configfiles, snakefile: Path) -> dict[str, int]:
         result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules",
                                  "--snakefile", str(snakefile), "--directory", work,
                                  "--configfile", *[str(Path(c).resolve()) for c in configfiles]],
-                                capture_output=True, text=True, env=_with_own_bin_on_path())
+                                capture_output=True, text=True, env=_with_own_bin_on_path(), check=False)
     if result.returncode != 0:
         raise RuntimeError(f"snakemake --dry-run failed:\n{(result.stderr + result.stdout)[-2000:]}")
     counts = {}
@@ -163,6 +163,6 @@ def report(configfiles, snakefile: Path, benchmarks: dict[str, Path], lin_factor
         where = machine.get("gpu") or f"{machine['threads']} CPU thread(s)"
         lines.append(f"- {label}: {seconds / 3600:.1f} hours of training one job after another on {where} "
                      f"({path}); spread over P parallel workers, about {seconds / 3600:.1f}/P hours.")
-    lines += ["", f"Step costs: IWAE (1 + S)/2, LIN {lin_factor} VAE steps, M2 × {M2_FACTOR}, width w × (w/50)² "
-                  "(see `fmvae.plan`)."]
+    lines += ["", (f"Step costs: IWAE (1 + S)/2, LIN {lin_factor} VAE steps, M2 × {M2_FACTOR}, width w × (w/50)² "
+                   "(see `fmvae.plan`).")]
     return "\n".join(lines) + "\n"

@@ -54,8 +54,8 @@ import h5py
 import numpy as np
 import torch
 
-from fmvae.checks import format_cell
 from fmvae import store
+from fmvae.checks import format_cell
 from fmvae.config import derive_seed, fill_defaults, load_schema
 from fmvae.nn import BatchedMLP
 from fmvae.store import atomic_path
@@ -265,7 +265,7 @@ def _validation_mask(y: np.ndarray, train: np.ndarray, fraction: float, rng: np.
         return out
     for c in np.unique(y[train]):
         members = rng.permutation(np.flatnonzero(train & (y == c)))
-        out[members[:min(int(round(fraction * len(members))), len(members) - 1)]] = True
+        out[members[:min(round(fraction * len(members)), len(members) - 1)]] = True
     return out
 
 
@@ -402,7 +402,7 @@ def separability(x, y, settings: dict | None = None, seed: int | None = None, na
     predicted = cv["probabilities"].argmax(1)
     per_fold = [balanced_accuracy(y_index[cv["fold"] == m], predicted[cv["fold"] == m]) for m in range(folds)]
     h = entropy(cv["probabilities"])
-    out = {"n_labelled": int(len(y_index)), "n_classes": n_classes, "class_counts": counts.tolist(), "folds": folds,
+    out = {"n_labelled": len(y_index), "n_classes": n_classes, "class_counts": counts.tolist(), "folds": folds,
            "balanced_accuracy": float(np.mean(per_fold)), "balanced_accuracy_std": float(np.std(per_fold, ddof=1)),
            "fold_balanced_accuracy": per_fold, "chance": 1.0 / n_classes, "mean_entropy_nats": float(h.mean()),
            "normalised_entropy": float(h.mean() / math.log(n_classes)), "epochs": cv["epochs"]}
@@ -466,11 +466,10 @@ def write(rows: list[dict], settings: dict, csv_path=None, md_path=None) -> None
     """The CSV (``COLUMNS``) and the Markdown table, each written atomically."""
     settings = settings_from(settings)
     if csv_path is not None:
-        with atomic_path(csv_path) as tmp:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows({k: format_cell(r.get(k, "")) for k in COLUMNS} for r in rows)
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: format_cell(r.get(k, "")) for k in COLUMNS} for r in rows)
     if md_path is not None:
         with atomic_path(md_path) as tmp:
             Path(tmp).write_text("# Class separability (Section 9, guideline 1)\n\n" + markdown(rows, settings))

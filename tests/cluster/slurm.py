@@ -81,7 +81,7 @@ def install(log=print) -> None:
     log("installing slurm-wlm and munge with apt-get")
     for cmd in (["apt-get", "update", "-q"],
                 ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
         if result.returncode != 0:
             raise SlurmUnavailable(f"{' '.join(cmd)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
     if not installed():
@@ -90,7 +90,7 @@ def install(log=print) -> None:
 
 def node_hardware() -> dict[str, str]:
     """`slurmd -C`'s description of this machine (NodeName, CPUs, ..., RealMemory)."""
-    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=60, check=False).stdout
     first = next((line for line in out.splitlines() if line.startswith("NodeName=")), None)
     if first is None:
         raise SlurmUnavailable(f"`slurmd -C` did not describe the node:\n{out}")
@@ -112,7 +112,7 @@ class Cluster:
     def lock(self, timeout: float = 1800) -> None:
         """Exclusive lock on the state folder (another test session waits for it)."""
         self.state.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.state.parent / f".{self.state.name}.lock", "w")
+        self._lock = open(self.state.parent / f".{self.state.name}.lock", "w")  # noqa: SIM115 (held open until unlock())
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -208,7 +208,7 @@ class Cluster:
 
     def _run(self, cmd, timeout=30):
         try:
-            return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
         except (subprocess.TimeoutExpired, FileNotFoundError) as err:
             return subprocess.CompletedProcess(cmd, 1, "", str(err))
 
@@ -267,9 +267,9 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
                                               f"NodeName={host} Name=gpu File=/dev/zero\n")
 
     def _start(self, name: str, cmd: list[str]) -> None:
-        log = open(self.state / "log" / f"{name}.out", "w")
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(self.state / "log" / f"{name}.out", "w") as log:  # the daemon keeps its own copy
+            proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         (self.state / "run" / f"{name}.started").write_text(f"{proc.pid}\n")
         time.sleep(0.3)
         if proc.poll() is not None:

@@ -8,8 +8,8 @@ argument whose default is the documented choice, set from the config (``data.syn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from scipy.special import ndtr as Phi  # standard normal CDF

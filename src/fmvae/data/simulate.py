@@ -60,7 +60,7 @@ def observed_mask(rng: np.random.Generator, y: np.ndarray, fraction: float, disc
     mask = np.zeros(len(y), dtype=bool)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if discrete else [np.arange(len(y))]
     for members in groups:
-        count = min(len(members), max(1, int(round(fraction * len(members)))))
+        count = min(len(members), max(1, round(fraction * len(members))))
         mask[rng.choice(members, size=count, replace=False)] = True
     return mask
 

@@ -119,7 +119,7 @@ def quadrature_loglik(model, x: torch.Tensor, grid_points: int = 4001, label_poi
     # a second grid axis (continuous y) takes a coarser z grid: 1001 nodes per [−6, 6]
     per_unit = (min(grid_points, 1001) if continuous else grid_points - 1) / (2 * QUADRATURE_BOUND)
     bound = float(quadrature_bound(model, x).max())
-    nodes, lw = normal_nodes(int(round(2 * bound * per_unit)) + 1, bound)
+    nodes, lw = normal_nodes(round(2 * bound * per_unit) + 1, bound)
     if labels is None:
         z, log_w, y_in = nodes, lw, None
     elif labels.discrete:

@@ -39,7 +39,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
-__all__ = ["ksg_mutual_information", "average_latent_mutual_information"]
+__all__ = ["average_latent_mutual_information", "ksg_mutual_information"]
 
 
 def _as_float_array(a, name: str, ndim: tuple[int, ...]) -> np.ndarray:

@@ -27,7 +27,7 @@ How the stack is computed (measured on 100 VAEs of the benchmark's shape, 3×50 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -131,7 +131,7 @@ class BatchedMLP(nn.Module):
         params = [p for layer in zip(self.weights, self.biases) for p in layer]
         return _Stack.apply(self.negative_slope, x, *params)
 
-    def state_arrays(self) -> dict[str, "torch.Tensor"]:
+    def state_arrays(self) -> dict[str, torch.Tensor]:
         """Parameters by name (``W0``, ``b0``, ...), detached, for storage."""
         out = {}
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -153,7 +153,7 @@ class BatchedMLP(nn.Module):
                 w[indices] = torch.as_tensor(arrays[f"W{i}"], dtype=w.dtype).reshape(w.shape[1:])
                 b[indices] = torch.as_tensor(arrays[f"b{i}"], dtype=b.dtype).reshape(b.shape[1:])
 
-    def select(self, index: int) -> "BatchedMLP":
+    def select(self, index: int) -> BatchedMLP:
         """A one-model stack holding a copy of model ``index``."""
         single = BatchedMLP(1, self.sizes, self.negative_slope)
         single.load_arrays({k: v[index : index + 1] for k, v in self.state_arrays().items()})

@@ -15,7 +15,7 @@ them like x; every network reads only the first D columns as x.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -73,7 +73,7 @@ class Labels:
         """A discrete label modelled by its Concrete relaxation (training.m2.discrete_y: relaxed)."""
         return self.discrete and self.discrete_y == "relaxed"
 
-    def with_settings(self, settings: dict | None) -> "Labels":
+    def with_settings(self, settings: dict | None) -> Labels:
         """The same label under the config's ``training.m2`` settings (discrete_y, temperature)."""
         return Labels(self.n_classes, **(settings or {}))
 

@@ -79,7 +79,7 @@ def _examples(valid: np.ndarray, count: int = EXAMPLES) -> np.ndarray:
 
 def _panel(ax, attrs: dict, arrays: dict, defence: str) -> None:
     dense = arrays["boundary/x"]
-    n = int(round(math.sqrt(len(dense))))
+    n = round(math.sqrt(len(dense)))
     gx, gy = dense[:, 0].reshape(n, n), dense[:, 1].reshape(n, n)
     learned = arrays["boundary/learned_probability"].reshape(n, n)
     true = arrays["boundary/true_label"].reshape(n, n)

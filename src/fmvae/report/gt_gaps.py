@@ -10,7 +10,6 @@ points above 5 nats), and the fit's wall time. Written as CSV and Markdown
 
 from __future__ import annotations
 
-
 import h5py
 
 from fmvae import store

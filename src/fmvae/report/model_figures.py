@@ -19,8 +19,7 @@ from scipy.stats import norm
 from fmvae import store
 from fmvae.evaluation import load_evaluated_model, sample_x
 from fmvae.metrics import quadrature
-from fmvae.report.data_figures import (DENSITY_CMAP, DENSITY_GAMMA, LATENT_CMAP, SyntheticSet,
-                                       _prior_quantile_z)
+from fmvae.report.data_figures import DENSITY_CMAP, DENSITY_GAMMA, LATENT_CMAP, SyntheticSet, _prior_quantile_z
 from fmvae.report.plotting import plt, save_figure
 
 DEFAULT_STYLE = {"dpi": 150, "grid_points": 200, "z_grid_points": 4001, "curve_points": 2000}

@@ -7,10 +7,10 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import seaborn as sns
 
-from fmvae.store import atomic_path  # noqa: E402
+from fmvae.store import atomic_path
 
 sns.set_theme(style="white", context="paper")
 

@@ -9,9 +9,10 @@ for "holds" are stated in each claim's ``rule`` text, which the file prints besi
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from fmvae.store import atomic_path
 
@@ -31,7 +32,7 @@ SIGMA2_BAND_STDS, SIGMA2_BAND_FRACTION = 3.0, 0.25
 
 
 def sigma2_band(paper_mean: float, paper_std: float) -> tuple[float, float]:
-    half = max(SIGMA2_BAND_STDS * (paper_std if paper_std == paper_std else 0.0), SIGMA2_BAND_FRACTION * paper_mean)
+    half = max(SIGMA2_BAND_STDS * (0.0 if math.isnan(paper_std) else paper_std), SIGMA2_BAND_FRACTION * paper_mean)
     return paper_mean - half, paper_mean + half
 
 
@@ -82,7 +83,7 @@ def _value(tables, table, dataset, method, metric, setting=""):
 
 
 def _fmt(mean, std=float("nan")) -> str:
-    return f"{mean:.3g}" if std != std else f"{mean:.3g} ± {std:.2g}"
+    return f"{mean:.3g}" if math.isnan(std) else f"{mean:.3g} ± {std:.2g}"
 
 
 def _table2_ordering(tables) -> Verdict:

@@ -25,8 +25,7 @@ from fmvae.evaluation import label_cohorts, learned_decoder
 from fmvae.metrics import quadrature
 from fmvae.metrics.quadrature import LatentGrid
 from fmvae.report.data_figures import LATENT_CMAP, SyntheticSet
-from fmvae.report.model_figures import (LearnedModel, _attrs, _density_map, _posterior_curves, _style, _x_grid,
-                                        log_density)
+from fmvae.report.model_figures import LearnedModel, _attrs, _density_map, _posterior_curves, _style, _x_grid, log_density
 from fmvae.report.plotting import plt, save_figure
 from fmvae.train.protocol import DataSet
 
@@ -183,7 +182,7 @@ def semi_figure(number: int, out_paths, evaluation_path, data_path, surrogate_pa
     _check_key(number, evaluation_path, SEMI_FIGURES[number])
     cmp = SemiComparison(data_path, surrogate_path, [evaluation_path], style)
     learned = cmp.models[0]
-    (name0, y0), (name1, y1) = cmp.cohorts
+    (name0, _), (name1, _) = cmp.cohorts
     fig, axes = plt.subplot_mosaic([["a"] * 3 + ["A"] * 3 + ["b"] * 3 + ["B"] * 3,
                                     ["c0"] * 3 + ["C0"] * 3 + ["c1"] * 3 + ["C1"] * 3,
                                     ["d"] * 6 + ["e"] * 6], figsize=(17, 12.5))

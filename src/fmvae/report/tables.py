@@ -135,11 +135,10 @@ def markdown(rows: list[dict]) -> str:
 
 def write_csv(rows: list[dict], columns: list[str], path) -> None:
     """``rows`` as a CSV with ``columns`` (other keys ignored), written atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_rows(rows: list[dict], csv_path, md_path, title: str, preamble: str = "") -> list[dict]:

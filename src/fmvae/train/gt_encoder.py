@@ -195,8 +195,8 @@ def quadrature_grid(model, q: dict) -> Grid:
         for c in range(labels.n_classes):
             onehot = np.eye(labels.n_classes)[c]
             parts.append(adaptive_nodes(
-                lambda zz: _decode_np(f, np.concatenate([zz, np.broadcast_to(onehot, (len(zz), len(onehot)))], 1),
-                                      device), sigma2, q))
+                lambda zz, onehot=onehot: _decode_np(f, np.concatenate([zz, np.broadcast_to(onehot, (len(zz), len(onehot)))], 1),
+                                                     device), sigma2, q))
         z, fz, log_w, res = (list(column) for column in zip(*parts))
         return Grid(np.concatenate(z), np.repeat(np.arange(labels.n_classes), [len(nodes) for nodes in z]),
                     np.concatenate(fz), np.concatenate(log_w) - math.log(labels.n_classes), max(res))

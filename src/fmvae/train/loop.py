@@ -156,7 +156,6 @@ class Trainer:
             order = self.streams.permutations(n).to(self.device)
             noise = self.streams.normal((n_steps, b, s_max, k), samples=self.samples, axis=-2).to(self.device)
             total = torch.zeros(self.model.n_models, device=self.device)
-            live = ~self.diverged
             for step in range(n_steps):
                 x = x_train[order[:, step * b:(step + 1) * b]]
                 if self.lagging and bool((self.aggressive & ~self.diverged).any()):

@@ -7,7 +7,7 @@ made per epoch (permutations, noise) to keep the per-model Python cost off the s
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

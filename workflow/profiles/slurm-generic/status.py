@@ -23,7 +23,7 @@ def ask(cmd):
     """(answered, stdout): answered is False when the command failed for another reason than an
     unknown job id."""
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         print(f"status.py: {cmd[0]}: {err}", file=sys.stderr)
         return False, ""
@@ -55,9 +55,8 @@ def status(jobid):
     ok, out = ask(["scontrol", "--oneliner", "show", "job", jobid])
     answers.append(ok)
     for field in out.split():
-        if field.startswith("JobState="):
-            if classify(field.split("=", 1)[1]):
-                return classify(field.split("=", 1)[1])
+        if field.startswith("JobState=") and classify(field.split("=", 1)[1]):
+            return classify(field.split("=", 1)[1])
     ok, out = ask(["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", jobid, "--format=State"])
     if ok and out.strip() and classify(out.splitlines()[-1]):
         return classify(out.splitlines()[-1])

@@ -14,19 +14,19 @@ rule adversarial:
         surrogate=lambda w: surrogate_file(w.dataset),
     output:
         "results/adversarial/{dataset}/v{version}.h5",
-    wildcard_constraints:
-        dataset=ADVERSARIAL_DATASET,
-    params:
-        spec=as_arg(adversarial_spec(config)),
-    threads: 1
-    resources:
-        gpu=GPUS,
-    conda:
-        ENV
     log:
         "results/logs/adversarial/{dataset}/v{version}.log",
     benchmark:
         "results/benchmarks/adversarial/{dataset}/v{version}.tsv"
+    wildcard_constraints:
+        dataset=ADVERSARIAL_DATASET,
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPUS,
+    params:
+        spec=as_arg(adversarial_spec(config)),
     shell:
         "fmvae --threads {threads} adversarial {wildcards.version} --spec {params.spec} --data {input.data} "
         "--surrogate {input.surrogate} --out {output} > {log} 2>&1"
@@ -38,12 +38,12 @@ rule figure7:
     output:
         png=report("results/figures/figure7.png", caption="../report/figure7.rst", category="Figures"),
         pdf="results/figures/figure7.pdf",
-    params:
-        style=figure_style(),
-    conda:
-        ENV
     log:
         "results/logs/figures/figure7.log",
+    conda:
+        ENV
+    params:
+        style=figure_style(),
     shell:
         "fmvae --threads 1 figure7 --results {input} --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"
 
@@ -54,9 +54,9 @@ rule figure7_table:
     output:
         csv=report("results/tables/figure7.csv", caption="../report/figure7_table.rst", category="Tables"),
         md="results/tables/figure7.md",
-    conda:
-        ENV
     log:
         "results/logs/table/figure7.log",
+    conda:
+        ENV
     shell:
         "fmvae figure7 --results {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -40,19 +40,11 @@ def as_arg(spec):
 
 
 def synthetic_data_files():
-    return [
-        f"results/data/{name}/v{version}.h5"
-        for name in SYNTHETIC
-        for version in range(cfg.synthetic_spec(config, name)["versions"])
-    ]
+    return [f"results/data/{name}/v{version}.h5" for name in SYNTHETIC for version in range(cfg.synthetic_spec(config, name)["versions"])]
 
 
 def real_data_files():
-    return [
-        f"results/data/{name}/split{split}.h5"
-        for name in REAL
-        for split in range(config["data"]["real"]["splits"])
-    ]
+    return [f"results/data/{name}/split{split}.h5" for name in REAL for split in range(config["data"]["real"]["splits"])]
 
 
 def surrogate_file(name):
@@ -94,8 +86,7 @@ wildcard_constraints:
 def experiment_jobs(experiment):
     """(dataset, version, method) of every evaluation of one experiment."""
     entry = config["experiments"][experiment]
-    return [(d, v, m) for d in entry["datasets"] for v in range(cfg.experiment_versions(config, experiment, d))
-            for m in entry["methods"]]
+    return [(d, v, m) for d in entry["datasets"] for v in range(cfg.experiment_versions(config, experiment, d)) for m in entry["methods"]]
 
 
 def data_file(dataset, version):
@@ -109,8 +100,7 @@ def run_data_file(w):
 
 def run_files(w):
     spec = cfg.experiment_spec(config, w.experiment, w.dataset, w.method)
-    return [f"results/runs/{w.experiment}/{w.dataset}/v{w.version}/{w.method}/part{p}.h5"
-            for p in range(part_count(spec, int(w.version)))]
+    return [f"results/runs/{w.experiment}/{w.dataset}/v{w.version}/{w.method}/part{p}.h5" for p in range(part_count(spec, int(w.version)))]
 
 
 def needs_ground_truth(w):
@@ -119,8 +109,14 @@ def needs_ground_truth(w):
 
 def gt_encoder_files():
     """Every φ_GT file the configured experiments use (their ground-truth restarts' encoders)."""
-    return sorted({f"results/gt_encoders/{d}/v{v}.h5" for e in EXPERIMENTS for d, v, m in experiment_jobs(e)
-                   if cfg.experiment_spec(config, e, d, m)["restarts"]["ground_truth"] > 0})
+    return sorted(
+        {
+            f"results/gt_encoders/{d}/v{v}.h5"
+            for e in EXPERIMENTS
+            for d, v, m in experiment_jobs(e)
+            if cfg.experiment_spec(config, e, d, m)["restarts"]["ground_truth"] > 0
+        }
+    )
 
 
 def gt_gap_files():
@@ -152,8 +148,7 @@ AUDIT_TABLES = ["restarts", "invariants"] if EXPERIMENTS else []
 
 # Figures of trained models (version 0 of each data set) ----------------------------------------
 
-from fmvae.report.model_figures import (FIGURE5_ROWS, LATENT_GROWTH_EXPERIMENTS, LATENT_GROWTH_FIGURES,
-                                       MODEL_FIGURES)
+from fmvae.report.model_figures import FIGURE5_ROWS, LATENT_GROWTH_EXPERIMENTS, LATENT_GROWTH_FIGURES, MODEL_FIGURES
 
 
 def configured(experiment, dataset, method):
@@ -195,9 +190,11 @@ def model_figure_inputs(w):
         keys = [("unsupervised", d, m) for d in datasets for m in ("vae", "iwae") if configured("unsupervised", d, m)]
     else:
         keys, datasets = [MODEL_FIGURES[number]], [MODEL_FIGURES[number][1]]
-    return {"evaluations": [evaluation_file(*key) for key in keys],
-            "data": [f"results/data/{d}/v0.h5" for d in datasets],
-            "surrogates": [surrogate_file(d) for d in datasets if d in WITH_SURROGATE]}
+    return {
+        "evaluations": [evaluation_file(*key) for key in keys],
+        "data": [f"results/data/{d}/v0.h5" for d in datasets],
+        "surrogates": [surrogate_file(d) for d in datasets if d in WITH_SURROGATE],
+    }
 
 
 def model_figure_files():
@@ -222,8 +219,7 @@ def checks_data_files():
 
 
 def checks_surrogate_files():
-    return list(dict.fromkeys(surrogate_file(d) for e in checks_experiments() for d, _, _ in experiment_jobs(e)
-                              if d in WITH_SURROGATE))
+    return list(dict.fromkeys(surrogate_file(d) for e in checks_experiments() for d, _, _ in experiment_jobs(e) if d in WITH_SURROGATE))
 
 
 def checks_files():
@@ -247,5 +243,4 @@ def adversarial_files():
 def figure7_files():
     if not adversarial_files():
         return []
-    return [f"results/figures/figure7.{ext}" for ext in ("png", "pdf")] + [
-        f"results/tables/figure7.{ext}" for ext in ("csv", "md")]
+    return [f"results/figures/figure7.{ext}" for ext in ("png", "pdf")] + [f"results/tables/figure7.{ext}" for ext in ("csv", "md")]

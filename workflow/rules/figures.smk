@@ -16,13 +16,13 @@ rule plot_data:
         surrogate=lambda w: surrogate_file(w.dataset),
     output:
         report("results/figures/data/{dataset}.png", caption="../report/data.rst", category="Data sets"),
+    log:
+        "results/logs/plot_data/{dataset}.log",
+    conda:
+        ENV
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
-    conda:
-        ENV
-    log:
-        "results/logs/plot_data/{dataset}.log",
     shell:
         "fmvae plot-data {input.data} {params.surrogate} --style {params.style} --out {output} > {log} 2>&1"
 
@@ -31,12 +31,12 @@ rule figure2:
     output:
         png=report("results/figures/figure2.png", caption="../report/figure2.rst", category="Figures"),
         pdf="results/figures/figure2.pdf",
-    params:
-        style=figure_style(),
-    conda:
-        ENV
     log:
         "results/logs/figures/figure2.log",
+    conda:
+        ENV
+    params:
+        style=figure_style(),
     shell:
         "fmvae plot-figure 2 --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"
 
@@ -45,12 +45,12 @@ rule figure3:
     output:
         png=report("results/figures/figure3.png", caption="../report/figure3.rst", category="Figures"),
         pdf="results/figures/figure3.pdf",
-    params:
-        style=figure_style(),
-    conda:
-        ENV
     log:
         "results/logs/figures/figure3.log",
+    conda:
+        ENV
+    params:
+        style=figure_style(),
     shell:
         "fmvae plot-figure 3 --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"
 
@@ -62,12 +62,12 @@ rule figure4:
     output:
         png=report("results/figures/figure4.png", caption="../report/figure4.rst", category="Figures"),
         pdf="results/figures/figure4.pdf",
-    params:
-        style=figure_style(),
-    conda:
-        ENV
     log:
         "results/logs/figures/figure4.log",
+    conda:
+        ENV
+    params:
+        style=figure_style(),
     shell:
         "fmvae plot-figure 4 --data {input.data} --surrogate {input.surrogates} --style {params.style} "
         "--out {output.png} {output.pdf} > {log} 2>&1"
@@ -79,15 +79,15 @@ rule model_figure:
     output:
         png=report("results/figures/figure{number}.png", caption="../report/figure.rst", category="Figures"),
         pdf="results/figures/figure{number}.pdf",
+    log:
+        "results/logs/figures/figure{number}.log",
     wildcard_constraints:
         number="|".join(str(n) for n in [1, 5, *MODEL_FIGURES, *LATENT_GROWTH_FIGURES]),
+    conda:
+        ENV
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {' '.join(input.surrogates)}" if input.surrogates else "",
-    conda:
-        ENV
-    log:
-        "results/logs/figures/figure{number}.log",
     shell:
         "fmvae --threads 1 plot-model-figure {wildcards.number} --evaluations {input.evaluations} "
         "--data {input.data} {params.surrogate} --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"

@@ -22,15 +22,15 @@ rule semi_figure:
     output:
         png=report("results/figures/figure{number}.png", caption="../report/semi_figure.rst", category="Figures"),
         pdf="results/figures/figure{number}.pdf",
+    log:
+        "results/logs/semi_figures/figure{number}.log",
     wildcard_constraints:
         number="|".join(str(n) for n in SEMI_FIGURE_NUMBERS),
+    conda:
+        ENV
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {' '.join(input.surrogates)}" if input.surrogates else "",
-    conda:
-        ENV
-    log:
-        "results/logs/semi_figures/figure{number}.log",
     shell:
         "fmvae --threads 1 plot-model-figure {wildcards.number} --evaluations {input.evaluations} "
         "--data {input.data} {params.surrogate} --style {params.style} --out {output.png} {output.pdf} > {log} 2>&1"

@@ -18,15 +18,15 @@ rule separability:
     output:
         csv="results/tables/separability.csv",
         md="results/tables/separability.md",
-    params:
-        spec=as_arg(separability_spec(config)),
-    threads: 1
-    conda:
-        ENV
     log:
         "results/logs/separability.log",
     benchmark:
         "results/benchmarks/separability.tsv"
+    conda:
+        ENV
+    threads: 1
+    params:
+        spec=as_arg(separability_spec(config)),
     shell:
         "fmvae --threads {threads} separability --spec {params.spec} --data {input} "
         "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -15,18 +15,18 @@ rule fit_gt_encoder:
         surrogate=lambda w: surrogate_file(w.dataset),
     output:
         "results/gt_encoders/{dataset}/v{version}.h5",
-    params:
-        spec=lambda w: as_arg(cfg.gt_encoder_spec(config, w.dataset)),
-        surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
-    threads: 1
-    resources:
-        gpu=GPUS,
-    conda:
-        ENV
     log:
         "results/logs/fit_gt_encoder/{dataset}/v{version}.log",
     benchmark:
         "results/benchmarks/fit_gt_encoder/{dataset}/v{version}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPUS,
+    params:
+        spec=lambda w: as_arg(cfg.gt_encoder_spec(config, w.dataset)),
+        surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
     shell:
         "fmvae --threads {threads} fit-gt-encoder {wildcards.dataset} {wildcards.version} --spec {params.spec} "
         "--data {input.data} {params.surrogate} --out {output} > {log} 2>&1"
@@ -38,10 +38,10 @@ rule gt_encoder_gaps:
     output:
         csv="results/tables/gt_encoder_gaps.csv",
         md="results/tables/gt_encoder_gaps.md",
-    conda:
-        ENV
     log:
         "results/logs/gt_encoder_gaps.log",
+    conda:
+        ENV
     shell:
         "fmvae gt-gap-table --gt-encoders {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
@@ -53,19 +53,19 @@ rule train:
         gt_encoder=lambda w: f"results/gt_encoders/{w.dataset}/v{w.version}.h5" if needs_ground_truth(w) else [],
     output:
         "results/runs/{experiment}/{dataset}/v{version}/{method}/part{part}.h5",
-    params:
-        spec=lambda w: as_arg(cfg.experiment_spec(config, w.experiment, w.dataset, w.method)),
-        init=lambda w, input: (f"--surrogate {input.surrogate} " if input.surrogate else "")
-        + (f"--gt-encoder {input.gt_encoder}" if input.gt_encoder else ""),
-    threads: 1
-    resources:
-        gpu=GPUS,
-    conda:
-        ENV
     log:
         "results/logs/train/{experiment}/{dataset}/v{version}/{method}/part{part}.log",
     benchmark:
         "results/benchmarks/train/{experiment}/{dataset}/v{version}/{method}/part{part}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPUS,
+    params:
+        spec=lambda w: as_arg(cfg.experiment_spec(config, w.experiment, w.dataset, w.method)),
+        init=lambda w, input: (f"--surrogate {input.surrogate} " if input.surrogate else "")
+        + (f"--gt-encoder {input.gt_encoder}" if input.gt_encoder else ""),
     shell:
         "fmvae --threads {threads} train --spec {params.spec} --data {input.data} --version {wildcards.version} "
         "--part {wildcards.part} {params.init} --out {output} > {log} 2>&1"

@@ -7,12 +7,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 from matplotlib.colors import PowerNorm
+from matplotlib.patheffects import withStroke
 
 from fmvae import store
 from fmvae.data import groundtruth
 from fmvae.data.simulate import decoder_mean, load_surrogate
 from fmvae.metrics import quadrature
-from fmvae.report.plotting import plt, save_figure
+from fmvae.report.plotting import DENSITY_PER_X_AREA, DENSITY_PER_XZ, density_colorbar, legend_right, plt, save_figure, scatter_by_count
 
 DENSITY_CMAP = "Greys"
 DENSITY_GAMMA = 0.5  # colour ∝ density^γ, so thin, peaked densities (Spiral Dots) stay visible
@@ -55,13 +56,17 @@ class SyntheticSet:
         return lo - pad, hi + pad
 
     def density_panel(self, ax, grid_points: int, curve_points: int, marked=None):
-        """p(x) (first two coordinates) as a heat map with f(z) overlaid, coloured by z."""
+        """p(x) (first two coordinates) as a heat map with its colour bar below, f(z) overlaid, coloured
+        by z (markers per label value, with legend labels for the caller to place). Returns the
+        colour mappable of z."""
         lo, hi = self.limits()
         gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], grid_points), np.linspace(lo[1], hi[1], grid_points))
         points = np.stack([gx.ravel(), gy.ravel()], axis=1)
         density = np.exp(quadrature.log_marginal(points, self.fz[:, :2], self.grid.log_w, self.noise_variance))
-        ax.pcolormesh(gx, gy, density.reshape(gx.shape), cmap=DENSITY_CMAP, shading="auto", rasterized=True,
-                      norm=PowerNorm(DENSITY_GAMMA))
+        mesh = ax.pcolormesh(gx, gy, density.reshape(gx.shape), cmap=DENSITY_CMAP, shading="auto", rasterized=True,
+                             norm=PowerNorm(DENSITY_GAMMA, vmin=0))
+        what = "$p(x_1, x_2)$" if self.gt.data_dim > 2 else "p(x)"
+        density_colorbar(ax.figure, mesh, ax, f"true {what} ({DENSITY_PER_X_AREA})")
         gt = self.gt
         if gt.latent_dim == 2:
             rng = np.random.default_rng(0)
@@ -77,8 +82,6 @@ class SyntheticSet:
             fz = self.f(z, y)
             sc = ax.scatter(fz[:, 0], fz[:, 1], c=z[:, 0], cmap=LATENT_CMAP, s=3, marker=marker, label=label or None,
                             linewidths=0)
-        if any(label for *_, label in curves):
-            ax.legend(loc="best", fontsize=6, markerscale=3)
         if marked is not None:
             marked = np.asarray(marked)
             ax.scatter(marked[:, 0], marked[:, 1], marker="*", s=140, c="gold", edgecolors="black", zorder=5)
@@ -100,8 +103,8 @@ class SyntheticSet:
             ax.plot(z, p / dz, label=f"x{i + 1} = ({marked[i][0]:.2f}, {marked[i][1]:.2f})")
         ax.set_xlim(-4, 4)
         ax.set_xlabel("z")
-        ax.set_ylabel("$p(z \\mid x)$")
-        ax.legend(fontsize=6)
+        ax.set_ylabel("$p(z \\mid x)$ (density per unit z)")
+        legend_right(ax)
 
 
 def plot_dataset(data_path, out_png, style: dict, surrogate_path=None) -> None:
@@ -116,10 +119,17 @@ def plot_dataset(data_path, out_png, style: dict, surrogate_path=None) -> None:
     else:
         data = SyntheticSet(data_path, surrogate_path, style["z_grid_points"])
         sc = data.density_panel(ax, style["grid_points"], style["curve_points"])
-        fig.colorbar(sc, ax=ax, label="$z_1$" if data.gt.latent_dim > 1 else "z")
+        fig.colorbar(sc, ax=ax, label="$z_1$ (colour of f(z))" if data.gt.latent_dim > 1 else "z (colour of f(z))")
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            legend = fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
+                                title="f(z, y), one marker per label value", markerscale=3)
+            for handle in legend.legend_handles:  # grey: the marker tells the label value, the colour z
+                handle.set_array(None)
+                handle.set_color("0.3")
         note = " (first two of 5 coordinates)" if data.gt.data_dim > 2 else ""
         ax.set_title(f"{data.gt.name}: true p(x){note}, f(z) coloured by z\n{data.gt.reference}, "
-                     f"σ²={attrs['sigma2']:g}", fontsize=8)
+                     f"σ²={attrs['sigma2']:g}")
     save_figure(fig, [out_png], style["dpi"])
 
 
@@ -129,14 +139,13 @@ def _real_panel(ax, data_path, attrs) -> None:
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     proj = x @ vt[:2].T
     values = np.asarray(attrs["label_values"]).ravel()
-    for c in range(attrs["n_classes"]):
-        sel = train["y"] == c
-        ax.scatter(proj[sel, 0], proj[sel, 1], s=6, alpha=0.6, label=f"cohort{c + 1} (label {values[c]:g}, n={sel.sum()})")
-    ax.legend(fontsize=6)
+    labels = {c: f"cohort{c + 1} (label {values[c]:g}, n={(train['y'] == c).sum()})" for c in range(attrs["n_classes"])}
+    markers = scatter_by_count(ax, proj, train["y"], labels)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title(f"{attrs['dataset']} split {attrs['split']}: training data, first two principal components",
-                 fontsize=8)
+    note = (f"\n{len(proj)} points on {len(np.unique(markers.points, axis=0))} distinct positions: one marker per "
+            "position and cohort, area ∝ count, cohorts side by side") if markers.aggregated else ""
+    ax.set_title(f"{attrs['dataset']} split {attrs['split']}: training data, first two principal components{note}")
 
 
 def _joint_1d(gt, sigma2, x_values, n_z: int):
@@ -151,44 +160,53 @@ def _joint_1d(gt, sigma2, x_values, n_z: int):
 
 
 def _joint_panel(ax, z, x_values, joint, cuts, colors):
-    ax.pcolormesh(z, x_values, joint, cmap="viridis", shading="auto", rasterized=True)
+    """The joint p(x, z) as a heat map (colour bar on the right) with the dotted cross-sections x = cut."""
+    mesh = ax.pcolormesh(z, x_values, joint, cmap=DENSITY_CMAP, shading="auto", rasterized=True, vmin=0)
+    density_colorbar(ax.figure, mesh, ax, f"p(x, z) ({DENSITY_PER_XZ})", location="right")
     for cut, color in zip(cuts, colors):
-        ax.axhline(cut, color=color, linestyle=":", linewidth=1.5)
+        # a white halo keeps the dotted line visible on the dark and the light parts of the map
+        ax.axhline(cut, color=color, linestyle=":", linewidth=1.5, path_effects=[withStroke(linewidth=3, foreground="white")])
     ax.set_xlabel("z")
     ax.set_ylabel("x")
 
 
 def _posterior_lines(ax, z, x_values, joint, cuts, colors):
+    """p(z | x) at the cross-sections (legend entries for the caller to place)."""
     for cut, color in zip(cuts, colors):
         row = joint[np.argmin(np.abs(x_values - cut))]
         ax.plot(z, row / np.trapezoid(row, z), color=color, label=f"x = {cut:g}")
     ax.set_xlabel("z")
-    ax.set_ylabel("$p(z \\mid x)$")
-    ax.legend(fontsize=6)
+    ax.set_ylabel("$p(z \\mid x)$ (density per unit z)")
 
 
 def figure2(outputs, style: dict, **_) -> None:
     """Figure 2: three decoders with one p(x) but different posteriors (z ~ U(0, 1))."""
     sigma2, cuts, n = style["figure2_sigma2"], style["figure2_cross_sections"], style["grid_points"]
     x_values = np.linspace(-0.25, 0.55, n)
-    colors = plt.cm.tab10(np.arange(len(cuts)))
+    colors = [f"C{i}" for i in range(len(cuts))]
     fig, axes = plt.subplots(2, 4, figsize=(13, 6))
     titles = ["$(z-0.5)^2$", "$0.25 z^2$", "$1[z<0.5](2z-0.5)^2 + 1[z\\geq0.5](2z-1.5)^2$"]
     for col, name in enumerate(["figure2_variant1", "figure2_variant2", "figure2_variant3"]):
         gt = groundtruth.get(name)
         z, joint = _joint_1d(gt, sigma2, x_values, 2 * n)
         _joint_panel(axes[0, col], z, x_values, joint, cuts, colors)
-        axes[0, col].set_title(f"Variant {col + 1}: f(z) = {titles[col]}", fontsize=8)
+        axes[0, col].set_title(f"Variant {col + 1}: f(z) = {titles[col]}")
         _posterior_lines(axes[1, col], z, x_values, joint, cuts, colors)
         axes[0, 3].plot(np.trapezoid(joint, z, axis=1), x_values, label=f"Variant {col + 1}",
                         linestyle=["-", "--", ":"][col])
-    axes[0, 3].set_xlabel("$p(x)$")
+    axes[0, 3].set_xlabel("$p(x)$ (density per unit x)")
     axes[0, 3].set_ylabel("x")
-    axes[0, 3].set_title("the three marginals p(x) coincide", fontsize=8)
-    axes[0, 3].legend(fontsize=6)
-    axes[1, 3].axis("off")
-    fig.suptitle(f"Figure 2: non-identifiability; z ~ U(0,1), x|z ~ N(f(z), {sigma2:g})", fontsize=10)
-    fig.tight_layout()
+    axes[0, 3].set_title("the three marginals p(x) coincide")
+    # The legends go in the free bottom-right panel, off the curves: the marginals' (panel above)
+    # and the cross-sections' (the dotted lines of the joints, the posteriors of the bottom row).
+    key = axes[1, 3]
+    key.axis("off")
+    marginals = key.legend(*axes[0, 3].get_legend_handles_labels(), loc="upper left", title="marginals p(x) (above)")
+    key.add_artist(marginals)
+    key.legend(*axes[1, 0].get_legend_handles_labels(), loc="lower left",
+               title="cross-sections x (dotted above;\nposteriors p(z | x) left)")
+    fig.suptitle(f"Figure 2: non-identifiability; z ~ U(0,1), x|z ~ N(f(z), {sigma2:g})")
+    fig.tight_layout(w_pad=2.0)
     save_figure(fig, outputs, style["dpi"])
 
 
@@ -198,14 +216,15 @@ def figure3(outputs, style: dict, **_) -> None:
     gt = groundtruth.get("floor_steps")
     x_values = np.linspace(-4.5, 3.5, n)
     z, joint = _joint_1d(gt, sigma2, x_values, 4 * n)
-    colors = plt.cm.tab10(np.arange(len(cuts)))
+    colors = [f"C{i}" for i in range(len(cuts))]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     _joint_panel(axes[0], z, x_values, joint, cuts, colors)
-    axes[0].set_title(f"joint p(x, z), f(z) = ⌊z⌋, σ² = {sigma2:g}", fontsize=8)
+    axes[0].set_title(f"joint p(x, z), f(z) = ⌊z⌋, σ² = {sigma2:g}")
     _posterior_lines(axes[1], z, x_values, joint, cuts, colors)
-    axes[1].set_title("posteriors at the dotted cross-sections", fontsize=8)
-    fig.suptitle("Figure 3: rapid changes in f lead to multi-modal posteriors (eq. 7)", fontsize=10)
-    fig.tight_layout()
+    legend_right(axes[1], title="cross-section")
+    axes[1].set_title("posteriors at the dotted cross-sections")
+    fig.suptitle("Figure 3: rapid changes in f lead to multi-modal posteriors (eq. 7)")
+    fig.tight_layout(w_pad=2.0)
     save_figure(fig, outputs, style["dpi"])
 
 
@@ -218,11 +237,12 @@ def figure4(outputs, style: dict, data=(), surrogates=()) -> None:
     for row, (data_path, surrogate_path) in enumerate(zip(data, surrogates)):
         data_set = SyntheticSet(data_path, surrogate_path, style["z_grid_points"])
         marked = style["figure4_points"][data_set.gt.name]
-        data_set.density_panel(axes[row, 0], style["grid_points"], style["curve_points"], marked=marked)
-        axes[row, 0].set_title(f"{data_set.gt.name}: p(x), f(z) coloured by z", fontsize=8)
+        sc = data_set.density_panel(axes[row, 0], style["grid_points"], style["curve_points"], marked=marked)
+        fig.colorbar(sc, ax=axes[row, 0], label="z (colour of f(z))")
+        axes[row, 0].set_title(f"{data_set.gt.name}: p(x), f(z) coloured by z")
         data_set.posterior_panel(axes[row, 1], marked)
-        axes[row, 1].set_title("true posteriors at the starred points", fontsize=8)
-    fig.suptitle("Figure 4: benchmarks on which the MFG-VAE's ELBO compromises p(x)", fontsize=10)
+        axes[row, 1].set_title("true posteriors at the starred points")
+    fig.suptitle("Figure 4: benchmarks on which the MFG-VAE's ELBO compromises p(x)")
     fig.tight_layout()
     save_figure(fig, outputs, style["dpi"])
 

@@ -111,7 +111,7 @@ def _panel(ax, attrs: dict, arrays: dict, defence: str) -> None:
     title = TITLES[defence].format(k=attrs["latent_dim"]["mismatched"])
     sigma2 = f", mean σ² = {metrics['sigma2']:.2g}" if "sigma2" in metrics else ""
     ax.set_title(f"{title}{sigma2}\nattack success after projection {metrics['attack_success_after_projection']:.2f} "
-                 f"(of {metrics['valid_examples']}); mean ‖M(x) − x‖ = {metrics['projection_distance']:.3f}", fontsize=8)
+                 f"(of {metrics['valid_examples']}); mean ‖M(x) − x‖ = {metrics['projection_distance']:.3f}")
     ax.set_xlim(gx.min(), gx.max())
     ax.set_ylim(gy.min(), gy.max())
     ax.set_aspect("equal")
@@ -135,11 +135,11 @@ def figure7(result_path, out_paths, style: dict) -> None:
                plt.Line2D([], [], color="0.45", marker=".", lw=0.5, label="grid x → M(x)"),
                plt.Line2D([], [], marker="o", color="tab:green", ls="", label="attack defeated"),
                plt.Line2D([], [], marker="X", color="red", ls="", label="attack survives")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
     attack = attrs["config"]["attack"]
     fig.suptitle(f"Figure 7: projection onto the true vs the learned manifold as a defence ({attrs['dataset']}, "
                  f"version {attrs['version']}; y = 1[z > {attrs['config']['label_threshold']:g}], "
                  f"{attack['norm'].upper()} budget ε = {attack['epsilon']:g}; "
-                 f"{attrs['metrics']['none']['valid_examples']} valid adversarial examples)", fontsize=10)
+                 f"{attrs['metrics']['none']['valid_examples']} valid adversarial examples)")
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     save_figure(fig, out_paths, style["dpi"])

@@ -20,7 +20,7 @@ from fmvae import store
 from fmvae.evaluation import load_evaluated_model, sample_x
 from fmvae.metrics import quadrature
 from fmvae.report.data_figures import DENSITY_CMAP, DENSITY_GAMMA, LATENT_CMAP, SyntheticSet, _prior_quantile_z
-from fmvae.report.plotting import plt, save_figure
+from fmvae.report.plotting import DENSITY_PER_X_AREA, density_colorbar, legend_below, legend_right, plt, save_figure
 
 DEFAULT_STYLE = {"dpi": 150, "grid_points": 200, "z_grid_points": 4001, "curve_points": 2000}
 # Figures 8–16: number -> (experiment, data set, method) of the evaluation (version 0) it shows.
@@ -104,10 +104,12 @@ def _densities(data: SyntheticSet, models, n: int):
     return gx, gy, [d.reshape(gx.shape) for d in maps]
 
 
-def _density_map(ax, gx, gy, density, vmax, curve=None, marked=None):
-    """A density heat map (shared power-law scale), optionally f(z) coloured by z and starred x's."""
-    ax.pcolormesh(gx, gy, density, cmap=DENSITY_CMAP, shading="auto", rasterized=True,
-                  norm=PowerNorm(DENSITY_GAMMA, vmin=0, vmax=vmax))
+def _density_map(ax, gx, gy, density, vmax, curve=None, marked=None, what: str = "p(x)"):
+    """A density heat map (shared power-law scale) with its colour bar below, labelled ``what`` and
+    the unit; optionally f(z) coloured by z and starred x's. Returns the colour mappable of z."""
+    mesh = ax.pcolormesh(gx, gy, density, cmap=DENSITY_CMAP, shading="auto", rasterized=True,
+                         norm=PowerNorm(DENSITY_GAMMA, vmin=0, vmax=vmax))
+    density_colorbar(ax.figure, mesh, ax, f"{what} ({DENSITY_PER_X_AREA})")
     sc = None
     if curve is not None:
         z, fz = curve
@@ -136,10 +138,10 @@ def model_panels(axes, evaluation_path, data_path, surrogate_path, style: dict):
     true_curve, learned_curve = data.f(z_curve)[:, :2], learned.f(z_curve)[:, :2]
     gx, gy, (p_true, p_learned) = _densities(data, [learned], style["grid_points"])
     vmax = max(p_true.max(), p_learned.max())
-    sc = _density_map(axes[0], gx, gy, p_true, vmax, (z_curve, true_curve), marked)
-    axes[0].set_title(f"(a) true p(x), true f(z); σ² = {data.noise_variance:.3g}", fontsize=8)
-    _density_map(axes[1], gx, gy, p_learned, vmax, (z_curve, learned_curve), marked)
-    axes[1].set_title(f"(a) learned $p_θ(x)$, learned $f_θ(z)$; σ² = {np.mean(learned.sigma2):.3g}", fontsize=8)
+    sc = _density_map(axes[0], gx, gy, p_true, vmax, (z_curve, true_curve), marked, what="true p(x)")
+    axes[0].set_title(f"(a) true p(x), true f(z); σ² = {data.noise_variance:.3g}")
+    _density_map(axes[1], gx, gy, p_learned, vmax, (z_curve, learned_curve), marked, what="learned $p_θ(x)$")
+    axes[1].set_title(f"(a) learned $p_θ(x)$, learned $f_θ(z)$; σ² = {np.mean(learned.sigma2):.3g}")
 
     ax = axes[2]
     ax.plot(true_curve[:, 0], true_curve[:, 1], color="0.6", lw=5, alpha=0.5, zorder=1, label="true f(z)")
@@ -149,16 +151,16 @@ def model_panels(axes, evaluation_path, data_path, surrogate_path, style: dict):
                linewidths=0, zorder=4)
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
-    ax.legend(fontsize=6, loc="best")
-    ax.set_title("(b) true (grey band) vs learned (black line) f(z), z ∈ [−3, 3] coloured by z", fontsize=8)
+    legend_below(ax)
+    ax.set_title("(b) true (grey band) vs learned (black line) f(z), z ∈ [−3, 3] coloured by z")
 
     data.posterior_panel(axes[3], marked)
-    axes[3].set_title("(c) posteriors p(z|x) under the true f", fontsize=8)
+    axes[3].set_title("(c) posteriors p(z|x) under the true f")
     ax = axes[4]
     post = quadrature.posterior(marked, learned.f(data.grid.z)[:, :2], data.grid.log_w, learned.sigma2[:2])
     _posterior_curves(ax, data.grid.z[:, 0], post, learned.q(marked), label="x{}: $p_θ(z|x)$")
-    ax.legend(fontsize=6)
-    ax.set_title("(d) posteriors under the learned $f_θ$ (solid) and q(z|x) (dashed)", fontsize=8)
+    legend_right(ax)
+    ax.set_title("(d) posteriors under the learned $f_θ$ (solid) and q(z|x) (dashed)")
     return learned, sc
 
 
@@ -173,10 +175,10 @@ def model_figure(number: int, out_paths, evaluation_path, data_path, surrogate_p
                                    figsize=(14, 8))
     learned, sc = model_panels([axes[k] for k in ("a", "a2", "b", "c", "d")], evaluation_path, data_path,
                                surrogate_path, style)
-    fig.colorbar(sc, ax=axes["b"], label="z")
+    fig.colorbar(sc, ax=axes["b"], label="z (colour of f(z) in (a) and (b))")
     sigma = ", σ² learned" if attrs["experiment"] == "spiral_learned" else ""
     fig.suptitle(f"Figure {number}: {learned.title} example (experiment {attrs['experiment']}{sigma}, "
-                 f"version {attrs['version']})", fontsize=10)
+                 f"version {attrs['version']})")
     fig.tight_layout()
     save_figure(fig, out_paths, style["dpi"])
 
@@ -195,16 +197,16 @@ def figure5(out_paths, evaluations: dict, data: dict, surrogates: dict, style: d
         gx, gy, maps = _densities(truth, [m for m in models if m], style["grid_points"])
         vmax = max(d.max() for d in maps)
         maps = iter(maps)
-        _density_map(row[0], gx, gy, next(maps), vmax)
-        row[0].set_title(f"{DATASET_NAMES[name]}: true $p_{{θ_{{GT}}}}(x)$", fontsize=8)
+        _density_map(row[0], gx, gy, next(maps), vmax, what="true p(x)")
+        row[0].set_title(f"{DATASET_NAMES[name]}: true $p_{{θ_{{GT}}}}(x)$")
         for ax, model, method in zip(row[1:], models, ("VAE", "IWAE")):
             if model is None:
                 ax.text(0.5, 0.5, f"no {method} evaluation", ha="center", va="center", transform=ax.transAxes)
                 ax.set_axis_off()
                 continue
-            _density_map(ax, gx, gy, next(maps), vmax)
-            ax.set_title(f"{DATASET_NAMES[name]}: {method} $p_θ(x)$", fontsize=8)
-    fig.suptitle("Figure 5: true p(x) and the p(x) learned by the VAE and IWAE objectives", fontsize=10)
+            _density_map(ax, gx, gy, next(maps), vmax, what=f"{method} $p_θ(x)$")
+            ax.set_title(f"{DATASET_NAMES[name]}: {method} $p_θ(x)$")
+    fig.suptitle("Figure 5: true p(x) and the p(x) learned by the VAE and IWAE objectives (one colour scale per row)")
     fig.tight_layout()
     save_figure(fig, out_paths, style["dpi"])
 
@@ -226,13 +228,12 @@ def figure1(out_paths, evaluation_path, data_path, style: dict) -> tuple[float, 
                                                        f"learned model ({METHOD_NAMES[attrs['method']]})")):
         rhos.append(float(np.corrcoef(x[:, 0], x[:, 1])[0, 1]))
         ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5, linewidths=0)
-        ax.set_title(f"{name}\ncorrelation of $x_1$, $x_2$: {rhos[-1]:.2f}", fontsize=8)
+        ax.set_title(f"{name}\ncorrelation of $x_1$, $x_2$: {rhos[-1]:.2f}")
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
         ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
         ax.set_xlabel("$x_1$")
     axes[0].set_ylabel("$x_2$")
-    fig.suptitle("Figure 1: samples from the ground truth of eq. 6 and from the model selected by the ELBO",
-                 fontsize=10)
+    fig.suptitle("Figure 1: samples from the ground truth of eq. 6 and from the model selected by the ELBO")
     fig.tight_layout()
     save_figure(fig, out_paths, style["dpi"])
     return rhos[0], rhos[1]
@@ -249,7 +250,7 @@ def _posterior_curves(ax, z, post, q=None, label: str = "x{}"):
         ax.plot([], [], color="0.3", linestyle="--", lw=1, label="q(z|x), encoder")
     ax.set_xlim(-4, 4)
     ax.set_xlabel("z")
-    ax.set_ylabel("density")
+    ax.set_ylabel("density per unit z")
 
 
 def latent_growth_figure(number: int, out_paths, evaluations: dict, data_path, surrogate_path, style: dict) -> None:
@@ -263,14 +264,14 @@ def latent_growth_figure(number: int, out_paths, evaluations: dict, data_path, s
     z = data.grid.z[:, 0]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     _posterior_curves(axes[0], z, quadrature.posterior(marked, data.fz, data.grid.log_w, data.noise_variance))
-    axes[0].legend(fontsize=6)
-    axes[0].set_title(f"(a) true posterior, K = 1 (σ² = {data.noise_variance:.3g})", fontsize=8)
+    legend_right(axes[0])
+    axes[0].set_title(f"(a) true posterior, K = 1 (σ² = {data.noise_variance:.3g})")
     if 1 in evaluations:
         one = LearnedModel(evaluations[1])
         post = quadrature.posterior(marked, one.f(data.grid.z), data.grid.log_w, one.sigma2)
         _posterior_curves(axes[1], z, post, one.q(marked))
-        axes[1].legend(fontsize=6)
-        axes[1].set_title(f"(b) learned posterior, K = 1 (mean σ² = {one.sigma2.mean():.3g})", fontsize=8)
+        legend_right(axes[1])
+        axes[1].set_title(f"(b) learned posterior, K = 1 (mean σ² = {one.sigma2.mean():.3g})")
     if 2 in evaluations:
         two = LearnedModel(evaluations[2])
         n = style["grid_points"]
@@ -291,7 +292,7 @@ def latent_growth_figure(number: int, out_paths, evaluations: dict, data_path, s
         ax.set_xlabel("$z_1$")
         ax.set_ylabel("$z_2$")
         ax.set_title(f"(c) learned posterior, K = 2: 50%/90% mass contours; q(z|x) mean ± 2 sd dashed\n"
-                     f"(mean σ² = {two.sigma2.mean():.3g})", fontsize=8)
+                     f"(mean σ² = {two.sigma2.mean():.3g})")
     name = "Clusters" if data.gt.name.startswith("clusters") else "Figure-8"
     fig.suptitle(f"Figure {number}: VAE posteriors as the latent dimension K grows, {name} example embedded in 5-D "
                  f"(x = Aᵀf(z) + ε); the marked x are noise-free 5-D points f_GT(z), z ∈ {list(MARK_Z)}", fontsize=9)

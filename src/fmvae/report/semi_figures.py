@@ -26,7 +26,7 @@ from fmvae.metrics import quadrature
 from fmvae.metrics.quadrature import LatentGrid
 from fmvae.report.data_figures import LATENT_CMAP, SyntheticSet
 from fmvae.report.model_figures import LearnedModel, _attrs, _density_map, _posterior_curves, _style, _x_grid, log_density
-from fmvae.report.plotting import plt, save_figure
+from fmvae.report.plotting import legend_below, legend_right, plt, save_figure
 from fmvae.train.protocol import DataSet
 
 EXPERIMENT = "semi_synthetic"
@@ -152,8 +152,8 @@ class SemiComparison:
             drawn.append(line)
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-        ax.legend(fontsize=6, loc="best")
-        ax.set_title(title, fontsize=8)
+        legend_below(ax)
+        ax.set_title(title)
         return sc, np.concatenate(drawn)
 
 
@@ -188,11 +188,11 @@ def semi_figure(number: int, out_paths, evaluation_path, data_path, surrogate_pa
                                     ["d"] * 6 + ["e"] * 6], figsize=(17, 12.5))
     p_true, p_learned = cmp.px(0), cmp.px(1)
     vmax = max(p_true.max(), p_learned.max())
-    _density_map(axes["a"], cmp.gx, cmp.gy, p_true, vmax, marked=cmp.marked)
-    axes["a"].set_title(f"(a) true p(x); σ² = {cmp.truth.noise_variance:.3g}", fontsize=8)
-    _density_map(axes["A"], cmp.gx, cmp.gy, p_learned, vmax, marked=cmp.marked)
+    _density_map(axes["a"], cmp.gx, cmp.gy, p_true, vmax, marked=cmp.marked, what="true p(x)")
+    axes["a"].set_title(f"(a) true p(x); σ² = {cmp.truth.noise_variance:.3g}")
+    _density_map(axes["A"], cmp.gx, cmp.gy, p_learned, vmax, marked=cmp.marked, what="learned $p_θ(x)$")
     axes["A"].set_title(f"(a) learned $p_θ(x)$; σ² = {np.mean(learned.sigma2):.3g}, "
-                        f"smooth kNN {learned.metric('smooth_knn_px')}", fontsize=8)
+                        f"smooth kNN {learned.metric('smooth_knn_px')}")
 
     _, true_drawn = cmp.function_panel(axes["b"], 0, "(b) true f(z, y) per cohort;\n"
                                        "markers: z at its prior's 5%, 15%, …, 95% quantiles")
@@ -205,26 +205,26 @@ def semi_figure(number: int, out_paths, evaluation_path, data_path, surrogate_pa
     maps = {(k, name): cmp.pxy(k, y) for k in (0, 1) for name, y in cmp.cohorts}
     vmax = max(m.max() for m in maps.values())
     for (true_key, learned_key), name in zip((("c0", "C0"), ("c1", "C1")), (name0, name1)):
-        _density_map(axes[true_key], cmp.gx, cmp.gy, maps[(0, name)], vmax)
-        axes[true_key].set_title(f"(c) true p(x | {name})", fontsize=8)
-        _density_map(axes[learned_key], cmp.gx, cmp.gy, maps[(1, name)], vmax)
+        _density_map(axes[true_key], cmp.gx, cmp.gy, maps[(0, name)], vmax, what=f"true p(x | {name})")
+        axes[true_key].set_title(f"(c) true p(x | {name})")
+        _density_map(axes[learned_key], cmp.gx, cmp.gy, maps[(1, name)], vmax, what=f"learned $p_θ(x | {name})$")
         axes[learned_key].set_title(f"(c) learned $p_θ(x | {name})$; smooth kNN "
-                                    f"{learned.metric(f'smooth_knn_pxy:{name}')}", fontsize=8)
+                                    f"{learned.metric(f'smooth_knn_pxy:{name}')}")
 
     z, post = cmp.posterior(0)
     _posterior_curves(axes["d"], z, post)
-    axes["d"].legend(fontsize=6)
-    axes["d"].set_title("(d) posteriors p(z|x) under the true f, y marginalised, at the starred x", fontsize=8)
+    legend_right(axes["d"])
+    axes["d"].set_title("(d) posteriors p(z|x) under the true f, y marginalised, at the starred x")
     z, post = cmp.posterior(1)
     _posterior_curves(axes["e"], z, post, learned.q(cmp.marked), label="x{}: $p_θ(z|x)$")
-    axes["e"].legend(fontsize=6)
+    legend_right(axes["e"])
     axes["e"].set_title("(e) posteriors under the learned $f_θ$, y marginalised (solid), and q(z|x) from the "
-                        "unlabelled encoder (dashed)", fontsize=8)
+                        "unlabelled encoder (dashed)")
     attrs = learned.attrs
     fig.suptitle(f"Figure {number}: semi-supervised M2 trained with {learned.title} on the "
                  f"{DATASET_NAMES.get(cmp.dataset, cmp.dataset)} example (experiment {attrs['experiment']}, "
                  f"version {attrs['version']}); starred x1–x4 = f_GT(z, y) at z = "
-                 f"{', '.join(f'{z:g}' for z in MARK_Z)} for {name0}, then {name1}", fontsize=10)
+                 f"{', '.join(f'{z:g}' for z in MARK_Z)} for {name0}, then {name1}")
     fig.tight_layout()
     save_figure(fig, out_paths, cmp.style["dpi"])
 
@@ -249,7 +249,7 @@ def figure6(out_paths, evaluations, data_path, surrogate_path, style: dict) -> N
             for ax in axes[:, col]:
                 ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes)
                 ax.set_axis_off()
-            axes[0, col].set_title(f"{head}: no evaluation", fontsize=8)
+            axes[0, col].set_title(f"{head}: no evaluation")
             continue
         model = cmp.models[col - 1] if col else None
         note = f"; f-separation ratio {model.metric('f_separation_ratio')}" if model else ""
@@ -257,7 +257,7 @@ def figure6(out_paths, evaluations, data_path, surrogate_path, style: dict) -> N
         drawn.append(points)
         shown.append(axes[0, col])
     _shared_limits(shown, drawn)
-    fig.colorbar(sc, ax=axes[0, -1], label="z (markers: prior 5%, …, 95% quantiles)")
+    fig.colorbar(sc, ax=axes[0, -1], label="z of the markers\n(prior 5%, 15%, …, 95% quantiles)")
     rows = [(1, "p(x)", "smooth_knn_px", None)] + [(2 + r, f"p(x | {name})", f"smooth_knn_pxy:{name}", y)
                                                     for r, (name, y) in enumerate(cmp.cohorts)]
     for row, what, metric, y in rows:
@@ -265,15 +265,15 @@ def figure6(out_paths, evaluations, data_path, surrogate_path, style: dict) -> N
                 if not col or cmp.models[col - 1] is not None}
         vmax = max(m.max() for m in maps.values())
         for col, density in maps.items():
-            _density_map(axes[row, col], cmp.gx, cmp.gy, density, vmax)
+            _density_map(axes[row, col], cmp.gx, cmp.gy, density, vmax, what=f"{heads[col]} {what}")
             model = cmp.models[col - 1] if col else None
             extra = f"; smooth kNN {model.metric(metric)}" if model else ""
-            axes[row, col].set_title(f"{heads[col]}: {what}{extra}", fontsize=8)
+            axes[row, col].set_title(f"{heads[col]}: {what}{extra}")
     fig.suptitle("Figure 6: semi-supervised M2 on the Discrete Semi-Circle, the truth vs IWAE vs the VAE; "
                  "functional collapse is f(z, y=0) ≈ f(z, y=1) (f-separation ratio ≈ 0)\n(columns: true, IWAE, VAE; "
                  f"rows: f(z, y), p(x), p(x|y) per cohort; experiment {EXPERIMENT}, version "
-                 f"{cmp.truth.attrs['version']})", fontsize=10)
-    fig.tight_layout()
+                 f"{cmp.truth.attrs['version']}; one colour scale per row)")
+    fig.tight_layout(rect=(0, 0, 1, 0.975))  # room for the two-line suptitle
     save_figure(fig, out_paths, cmp.style["dpi"])
 
 

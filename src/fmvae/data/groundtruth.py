@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtr as Phi  # standard normal CDF
-from scipy.stats import beta as beta_distribution
 
 # Sec. 8 / Table 1: the 2-D Figure-8 and Clusters curves embedded in 5-D by x = Aᵀ f(z) + ε.
 EMBEDDING_5D = np.array([[1.0, 0.0, 0.5, 0.2, -0.8], [0.0, 1.0, -0.5, 0.3, -0.1]])
@@ -91,6 +90,8 @@ def discrete_semicircle(z, y):
 
 def continuous_semicircle(z, y):
     """H.2 (eq. 39): h = F⁻¹_Beta(0.2,0.2)(Φ(y)) blends the two semi-circle parameterisations."""
+    from scipy.stats import beta as beta_distribution  # here, not at the top: scipy.stats costs ~0.4 s to import in every job
+
     p = Phi(_z1(z))
     h = beta_distribution.ppf(Phi(np.asarray(y, dtype=np.float64)), 0.2, 0.2)
     angle = np.pi * (h * np.sqrt(p) + (1 - h) * p**3)

@@ -24,6 +24,8 @@ rule adversarial:
         ENV
     threads: 1
     resources:
+        runtime=60,
+        mem_mb=4000,
         gpu=GPUS,
     params:
         spec=as_arg(adversarial_spec(config)),
@@ -42,6 +44,8 @@ rule figure7:
         "results/logs/figures/figure7.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         style=figure_style(),
     shell:
@@ -58,5 +62,7 @@ rule figure7_table:
         "results/logs/table/figure7.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     shell:
         "fmvae figure7 --results {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -23,6 +23,14 @@ if shutil.which("fmvae") is None:
 # The software environment of every rule (for --sdm conda); relative to this rules folder.
 ENV = "../../environment.yml"
 
+# Resources live in the rules; the cluster profiles (workflow/profiles/) hold only executor settings
+# and site knobs. Every rule submitted to a cluster names its `threads`, `runtime` (minutes), `mem_mb`
+# and `gpu` (the sbatch line of workflow/profiles/slurm-generic uses all four); the localrules name
+# only `mem_mb`: on a cluster they run in the Snakemake process, within its `resources: mem_mb`.
+# The GPU switch (config cluster.gpu): one GPU per training job (fit_gt_encoder, train, adversarial)
+# on a cluster, else CPU only; local runs ignore the gpu resource.
+GPUS = 1 if config["cluster"]["gpu"] else 0
+
 SYNTHETIC = cfg.synthetic_names(config)
 REAL = cfg.real_names(config)
 WITH_SURROGATE = [name for name in SYNTHETIC if groundtruth.get(name).surrogate]

@@ -15,6 +15,10 @@ rule fit_surrogate:
     conda:
         ENV
     threads: 2
+    resources:
+        runtime=240,  # minutes; paper scale: up to 3 rounds of 40 000 Adam steps + L-BFGS
+        mem_mb=4000,
+        gpu=0,
     params:
         spec=lambda w: as_arg(cfg.surrogate_spec(config, w.dataset)),
     shell:
@@ -31,6 +35,10 @@ rule simulate_dataset:
     conda:
         ENV
     threads: 1
+    resources:
+        runtime=5,  # seconds each (grouped by the cluster profiles)
+        mem_mb=2000,
+        gpu=0,
     params:
         spec=lambda w: as_arg(cfg.synthetic_spec(config, w.dataset)),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
@@ -46,6 +54,8 @@ rule download_uci:
         "results/logs/download_uci/{dataset}/{member}.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         spec=lambda w: as_arg(cfg.real_spec(config, w.dataset)),
     shell:
@@ -61,6 +71,11 @@ rule prepare_uci:
         "results/logs/prepare_uci/{dataset}/split{split}.log",
     conda:
         ENV
+    threads: 1
+    resources:
+        runtime=5,
+        mem_mb=2000,
+        gpu=0,
     params:
         spec=lambda w: as_arg(cfg.real_spec(config, w.dataset)),
     shell:

@@ -21,6 +21,10 @@ rule evaluate:
     conda:
         ENV
     threads: 1
+    resources:
+        runtime=30,
+        mem_mb=2000,
+        gpu=0,
     params:
         spec=lambda w: as_arg(cfg.evaluation_spec(config, w.experiment, w.dataset, w.method)),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
@@ -41,6 +45,8 @@ rule table:
         table="|".join(TABLES),
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     shell:
         "fmvae table {wildcards.table} --evaluations {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
@@ -60,6 +66,10 @@ rule checks:
     conda:
         ENV
     threads: 1
+    resources:
+        runtime=60,
+        mem_mb=4000,
+        gpu=0,
     params:
         spec=as_arg(checks_spec(config)),
     shell:
@@ -76,6 +86,8 @@ rule audit:
         "results/logs/audit.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     shell:
         "fmvae audit --evaluations {input} --out-dir results/tables > {log} 2>&1"
 
@@ -90,5 +102,7 @@ rule reproduction:
         "results/logs/reproduction.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     shell:
         "fmvae reproduction --tables {input} --out {output} > {log} 2>&1"

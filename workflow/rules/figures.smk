@@ -20,6 +20,8 @@ rule plot_data:
         "results/logs/plot_data/{dataset}.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {input.surrogate}" if input.surrogate else "",
@@ -35,6 +37,8 @@ rule figure2:
         "results/logs/figures/figure2.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         style=figure_style(),
     shell:
@@ -49,6 +53,8 @@ rule figure3:
         "results/logs/figures/figure3.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         style=figure_style(),
     shell:
@@ -66,6 +72,8 @@ rule figure4:
         "results/logs/figures/figure4.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         style=figure_style(),
     shell:
@@ -85,6 +93,8 @@ rule model_figure:
         number="|".join(str(n) for n in [1, 5, *MODEL_FIGURES, *LATENT_GROWTH_FIGURES]),
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {' '.join(input.surrogates)}" if input.surrogates else "",

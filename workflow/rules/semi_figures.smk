@@ -28,6 +28,8 @@ rule semi_figure:
         number="|".join(str(n) for n in SEMI_FIGURE_NUMBERS),
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     params:
         style=figure_style(),
         surrogate=lambda w, input: f"--surrogate {' '.join(input.surrogates)}" if input.surrogates else "",

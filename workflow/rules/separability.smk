@@ -25,6 +25,10 @@ rule separability:
     conda:
         ENV
     threads: 1
+    resources:
+        runtime=30,
+        mem_mb=2000,
+        gpu=0,
     params:
         spec=as_arg(separability_spec(config)),
     shell:

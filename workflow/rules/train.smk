@@ -1,9 +1,6 @@
 # Training: φ_GT for ground-truth initialisation, then every (experiment, data set, version, method)
 # in parts of training.models_per_job models, each part one batched computation.
 
-# The GPU switch (config cluster.gpu): one GPU per training job on a cluster, else CPU only.
-GPUS = 1 if config["cluster"]["gpu"] else 0
-
 
 localrules:
     gt_encoder_gaps,
@@ -23,6 +20,8 @@ rule fit_gt_encoder:
         ENV
     threads: 1
     resources:
+        runtime=30,  # φ_GT: 10 encoders at once, seconds to a minute
+        mem_mb=4000,
         gpu=GPUS,
     params:
         spec=lambda w: as_arg(cfg.gt_encoder_spec(config, w.dataset)),
@@ -42,6 +41,8 @@ rule gt_encoder_gaps:
         "results/logs/gt_encoder_gaps.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     shell:
         "fmvae gt-gap-table --gt-encoders {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
@@ -61,6 +62,8 @@ rule train:
         ENV
     threads: 1
     resources:
+        runtime=60,  # a whole grid of one (experiment, data set, version, method), batched
+        mem_mb=4000,
         gpu=GPUS,
     params:
         spec=lambda w: as_arg(cfg.experiment_spec(config, w.experiment, w.dataset, w.method)),

@@ -8,6 +8,7 @@ the Apptainer definition stay equal to each other and to the pins, and copy file
 import re
 
 import yaml
+
 from conftest import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -61,4 +62,4 @@ def test_conda_environment_has_the_pins_and_no_relative_install():
 
 def test_the_snakefile_names_the_image():
     snakefile = (REPO / "Snakefile").read_text()
-    assert re.search(r"^container: config\[\"container\"\]", snakefile, flags=re.M)
+    assert re.search(r"^container: config\[\"container\"\]", snakefile, flags=re.MULTILINE)

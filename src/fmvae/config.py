@@ -14,9 +14,9 @@ import itertools
 import json
 import re
 import zlib
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 import jsonschema
 import numpy as np

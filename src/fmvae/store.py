@@ -12,8 +12,8 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -67,10 +67,9 @@ def write_h5(path: str | os.PathLike, attrs: Mapping | None = None) -> Iterator[
 
     The file always gets ``package_version``; dicts in ``attrs`` are stored as JSON strings.
     """
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            set_attrs(f, {"package_version": __version__, **(attrs or {})})
-            yield f
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        set_attrs(f, {"package_version": __version__, **(attrs or {})})
+        yield f
 
 
 def set_attrs(obj: h5py.HLObject, attrs: Mapping) -> None:

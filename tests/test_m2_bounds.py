@@ -16,7 +16,7 @@ from fmvae.data import groundtruth
 from fmvae.metrics.quadrature import latent_grid, log_marginal
 from fmvae.nn import BatchedVAE, Labels
 from fmvae.objectives import OBJECTIVES
-from fmvae.objectives.semi_supervised import _combine, discriminator, log_prior_y, pack, unpack
+from fmvae.objectives.semi_supervised import _weights, discriminator, log_prior_y, pack, unpack
 from fmvae.objectives.unsupervised import gaussian_kl_to_standard, log_normal
 from fmvae.train.loop import Trainer
 
@@ -298,7 +298,8 @@ def old_m2_elbo(model, xp, eps, hyper=None):
     log_q = torch.log_softmax(out, -1)
     kl_y = (log_q.exp() * (log_q + math.log(c))).sum(-1)
     unlabelled = log_normal(x, model.decode(z, y_s), log_sigma2) - kl_y - gaussian_kl_to_standard(mean, log_var)
-    return _combine(labelled, unlabelled, discriminator(model, out, y), observed, hyper)
+    alpha, gamma = _weights(hyper, labelled.shape[0], labelled.dtype, labelled.device)
+    return torch.where(observed, gamma * labelled + alpha * discriminator(model, out, y), unlabelled)
 
 
 QUADRATURE_TOLERANCE = 1e-3

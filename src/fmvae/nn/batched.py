@@ -80,7 +80,7 @@ class _Stack(torch.autograd.Function):
             if i > 0 or need_x:
                 g = _bmm(g, weights[i].transpose(1, 2))
                 if i > 0:  # through the leaky ReLU, from the sign of its output (slope ≥ 0)
-                    g = torch.ops.aten.leaky_relu_backward(g, inputs[i], ctx.negative_slope, True)
+                    g = torch.ops.aten.leaky_relu_backward.grad_input(g, inputs[i], ctx.negative_slope, True, grad_input=g)
         return None, (g if need_x else None), *grads
 
 

@@ -100,13 +100,46 @@ def discriminator(model, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return log_normal(y[..., None], out[..., :1], out[..., 1:])
 
 
-def _combine(labelled: torch.Tensor, unlabelled: torch.Tensor, log_q_y: torch.Tensor, observed: torch.Tensor,
-             hyper: dict | None) -> torch.Tensor:
-    m = labelled.shape[0]
-    ones = torch.ones(m, dtype=labelled.dtype, device=labelled.device)
-    alpha = (hyper or {}).get("alpha", ones).to(labelled.dtype)[:, None]
-    gamma = (hyper or {}).get("gamma", ones).to(labelled.dtype)[:, None]
-    return torch.where(observed, gamma * labelled + alpha * log_q_y, unlabelled)
+def _weights(hyper: dict | None, m: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-model α and γ as (M, 1) columns (1 where the hyper-parameters are not given)."""
+    ones = torch.ones(m, dtype=dtype, device=device)
+    return ((hyper or {}).get("alpha", ones).to(dtype)[:, None], (hyper or {}).get("gamma", ones).to(dtype)[:, None])
+
+
+def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (M, n) of each model's points in ``t`` (M, N, …) -> (M, n, …)."""
+    return t.gather(1, index.view(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:]))
+
+
+def _per_point(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None, labelled_bound, unlabelled_bound):
+    """J_n = γ L(x_n, y_n) + α log q(y_n|x_n) where y_n is observed, U(x_n) where it is not, (M, N).
+
+    Each bound is computed only on its own points: per model, the labelled points are gathered
+    (padded to the stack's largest count) and so are the unlabelled ones, then the values are put
+    back in place. Every point's value is the one the dense computation gives (same x, y and
+    noise); computing both bounds on every point and masking cost 1 + C decoder passes per point
+    and sample instead of about 1 (labelled) or C (unlabelled). The two counts are read on the
+    host once per call. ``labelled_bound(model, x, y, eps, hyper)`` and
+    ``unlabelled_bound(model, x, eps, hyper)`` return (M, n) values."""
+    x, y, observed = unpack(model, xp)
+    m, n = observed.shape
+    labelled_count = observed.sum(1)
+    most_labelled, most_unlabelled = int(labelled_count.max()), int(n - labelled_count.min())
+    if most_labelled == 0:
+        return unlabelled_bound(model, x, eps, hyper)
+    order = torch.argsort((~observed).to(torch.int8), dim=1, stable=True)  # each model's labelled points first
+    index = order[:, :most_labelled]
+    xl, yl, mine = _take(x, index), _take(y, index), _take(observed, index)
+    labelled = labelled_bound(model, xl, yl, _take(eps, index), hyper)
+    alpha, gamma = _weights(hyper, m, labelled.dtype, labelled.device)
+    labelled = gamma * labelled + alpha * discriminator(model, model.classify(xl), yl)
+    out = torch.zeros(m, n, dtype=labelled.dtype, device=labelled.device)
+    out = out.scatter_add(1, index, torch.where(mine, labelled, torch.zeros((), dtype=labelled.dtype)))
+    if most_unlabelled:
+        index = order[:, n - most_unlabelled:]
+        unlabelled = unlabelled_bound(model, _take(x, index), _take(eps, index), hyper)
+        out = out.scatter_add(1, index, torch.where(_take(observed, index), torch.zeros((), dtype=out.dtype), unlabelled))
+    return out
 
 
 def _sample_y(model, out: torch.Tensor, eps_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -138,66 +171,81 @@ def _log_joint_per_class(model, x: torch.Tensor, z: torch.Tensor, log_sigma2: to
     return log_normal(x.unsqueeze(-2), f, log_sigma2.unsqueeze(-2)) - math.log(c)
 
 
-def m2_elbo(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None = None) -> torch.Tensor:
-    """ELBO versions of L and U (one reparameterised sample, eps[:, :, 0]) combined by the label mask;
-    U sums the classes of a discrete y exactly unless the label is relaxed (module docstring)."""
-    x, y, observed = unpack(model, xp)
-    k = model.latent_dim
-    eps_z, eps_y = eps[:, :, 0, :k], eps[:, :, 0, k:]
-    log_sigma2 = model.log_sigma2[:, None, :]
+def _labelled_elbo(model, x, y, eps, hyper=None):
+    """L(x, y) = E_q(z|x,y)[log p(x|z, y)] + log p(y) − KL(q(z|x, y) ‖ p(z)), one draw eps[:, :, 0]."""
     y_in = model.labels.represent(y)
     mean, log_var = model.encode_labelled(x, y_in)
-    z = mean + torch.exp(0.5 * log_var) * eps_z
-    labelled = (log_normal(x, model.decode(z, y_in), log_sigma2) + log_prior_y(model, y)
-                - gaussian_kl_to_standard(mean, log_var))
+    z = mean + torch.exp(0.5 * log_var) * eps[:, :, 0, :model.latent_dim]
+    return (log_normal(x, model.decode(z, y_in), model.log_sigma2[:, None, :]) + log_prior_y(model, y)
+            - gaussian_kl_to_standard(mean, log_var))
+
+
+def _unlabelled_elbo(model, x, eps, hyper=None):
+    """U(x), one draw of z (eps[:, :, 0, :K]); a discrete y summed over its classes unless relaxed."""
+    k = model.latent_dim
+    log_sigma2 = model.log_sigma2[:, None, :]
     mean, log_var = model.encode(x)
-    z = mean + torch.exp(0.5 * log_var) * eps_z
+    z = mean + torch.exp(0.5 * log_var) * eps[:, :, 0, :k]
     out = model.classify(x)
     if _summed(model):  # Σ_y q(y|x) [log p(x|z,y) + log p(y) − log q(y|x)]
         log_q = torch.log_softmax(out, -1)
         y_terms = (log_q.exp() * (_log_joint_per_class(model, x, z, log_sigma2) - log_q)).sum(-1)
     else:  # one reparameterised y: log p(x|z,y) − KL(q(y|x) ‖ p(y)), Gaussian (analytic) or Concrete (estimate)
-        y_sample, log_q_y, log_p_y = _sample_y(model, out, eps_y)
+        y_sample, log_q_y, log_p_y = _sample_y(model, out, eps[:, :, 0, k:])
         kl_y = log_q_y - log_p_y if model.labels.relaxed else gaussian_kl_to_standard(out[..., :1], out[..., 1:])
         y_terms = log_normal(x, model.decode(z, y_sample), log_sigma2) - kl_y
-    unlabelled = y_terms - gaussian_kl_to_standard(mean, log_var)
-    return _combine(labelled, unlabelled, discriminator(model, out, y), observed, hyper)
+    return y_terms - gaussian_kl_to_standard(mean, log_var)
 
 
-def m2_iwae(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None = None) -> torch.Tensor:
-    """IWAE versions: L_IW = logmeanexp_s p(x|z_s,y)p(z_s)p(y)/q(z_s|x,y); for a summed discrete y
-    U_IW = log Σ_y p(y) (1/S) Σ_s p(x|z_s,y)p(z_s)/q(z_s|x), otherwise
-    U_IW = logmeanexp_s p(x|z_s,y_s)p(z_s)p(y_s)/(q(y_s|x)q(z_s|x)); S = ``hyper['S']`` per model;
-    the discriminator stays log q(y|x), the only term that trains q(y|x) when y is summed."""
-    x, y, observed = unpack(model, xp)
-    m, n, s_max, _ = eps.shape
-    k = model.latent_dim
-    eps_z, eps_y = eps[..., :k], eps[..., k:]
-    log_sigma2 = model.log_sigma2[:, None, None, :]
-    xs = x[:, :, None]
+def m2_elbo(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None = None) -> torch.Tensor:
+    """ELBO versions of L and U (one reparameterised sample, eps[:, :, 0]) combined by the label mask;
+    U sums the classes of a discrete y exactly unless the label is relaxed (module docstring)."""
+    return _per_point(model, xp, eps, hyper, _labelled_elbo, _unlabelled_elbo)
+
+
+def _decode_samples(model, z: torch.Tensor, y_in: torch.Tensor) -> torch.Tensor:
+    """The decoder on (M, N, S, ·) latents and labels -> (M, N, S, D)."""
+    m, n, s = z.shape[:3]
+    return model.decode(z.reshape(m, n * s, -1), y_in.reshape(m, n * s, -1)).reshape(m, n, s, -1)
+
+
+def _labelled_iwae(model, x, y, eps, hyper=None):
+    """L_IW(x, y) = logmeanexp_s p(x|z_s,y) p(z_s) p(y) / q(z_s|x,y), S = hyper['S'] per model."""
+    eps_z = eps[..., :model.latent_dim]
     zeros = torch.zeros_like(eps_z)
-
-    def decode(z, y_in):  # (M, N, S, ·) -> (M, N, S, D)
-        return model.decode(z.reshape(m, n * s_max, k), y_in.reshape(m, n * s_max, -1)).reshape(m, n, s_max, -1)
-
-    y_in = model.labels.represent(y)[:, :, None].expand(-1, -1, s_max, -1)
+    y_in = model.labels.represent(y)[:, :, None].expand(-1, -1, eps.shape[2], -1)
     mean, log_var = model.encode_labelled(x, y_in[:, :, 0])
     mean, log_var = mean[:, :, None], log_var[:, :, None]
     z = mean + torch.exp(0.5 * log_var) * eps_z
-    log_w = (log_normal(xs, decode(z, y_in), log_sigma2) + log_normal(z, zeros, zeros)
-             + log_prior_y(model, y)[:, :, None] - log_normal(z, mean, log_var))
-    labelled = log_mean_weights(log_w, hyper)
+    log_w = (log_normal(x[:, :, None], _decode_samples(model, z, y_in), model.log_sigma2[:, None, None, :])
+             + log_normal(z, zeros, zeros) + log_prior_y(model, y)[:, :, None] - log_normal(z, mean, log_var))
+    return log_mean_weights(log_w, hyper)
+
+
+def _unlabelled_iwae(model, x, eps, hyper=None):
+    """U_IW(x): log Σ_y p(y) (1/S) Σ_s p(x|z_s,y) p(z_s)/q(z_s|x) for a summed discrete y, otherwise
+    logmeanexp_s p(x|z_s,y_s) p(z_s) p(y_s) / (q(y_s|x) q(z_s|x))."""
+    k = model.latent_dim
+    eps_z = eps[..., :k]
+    zeros = torch.zeros_like(eps_z)
+    log_sigma2 = model.log_sigma2[:, None, None, :]
+    xs = x[:, :, None]
     mean, log_var = model.encode(x)
     mean, log_var = mean[:, :, None], log_var[:, :, None]
     z = mean + torch.exp(0.5 * log_var) * eps_z
-    out = model.classify(x)
     if _summed(model):  # log Σ_y p(x|z_s,y) p(y): q(y|x) cancels
         log_w_y = torch.logsumexp(_log_joint_per_class(model, xs, z, log_sigma2), -1)
     else:  # log p(x|z_s,y_s) p(y_s)/q(y_s|x)
-        y_sample, log_q_y, log_p_y = _sample_y(model, out[:, :, None], eps_y)
-        log_w_y = log_normal(xs, decode(z, y_sample), log_sigma2) + log_p_y - log_q_y
-    unlabelled = log_mean_weights(log_w_y + log_normal(z, zeros, zeros) - log_normal(z, mean, log_var), hyper)
-    return _combine(labelled, unlabelled, discriminator(model, out, y), observed, hyper)
+        y_sample, log_q_y, log_p_y = _sample_y(model, model.classify(x)[:, :, None], eps[..., k:])
+        log_w_y = log_normal(xs, _decode_samples(model, z, y_sample), log_sigma2) + log_p_y - log_q_y
+    return log_mean_weights(log_w_y + log_normal(z, zeros, zeros) - log_normal(z, mean, log_var), hyper)
+
+
+def m2_iwae(model, xp: torch.Tensor, eps: torch.Tensor, hyper: dict | None = None) -> torch.Tensor:
+    """IWAE versions of L and U (:func:`_labelled_iwae`, :func:`_unlabelled_iwae`), S = ``hyper['S']``
+    per model, combined by the label mask; the discriminator stays log q(y|x), the only term that
+    trains q(y|x) when y is summed."""
+    return _per_point(model, xp, eps, hyper, _labelled_iwae, _unlabelled_iwae)
 
 
 OBJECTIVES = {"m2_elbo": m2_elbo, "m2_iwae": m2_iwae}

@@ -91,7 +91,7 @@ def test_experiment_checks_name_the_entry_and_what_is_allowed():
     assert "experiments.e.datasets: 'moons' is not allowed; allowed values: 'figure8'" in text
     assert "experiments.e.methods.iwae: hyper-parameters ['K'] given; iwae needs exactly ['S']" in text
     assert "experiments.e.methods.lin.R: must be whole numbers" in text
-    assert "experiments.e.methods.flow: unknown method; allowed: vae, iwae, lin" in text
+    assert "experiments.e.methods.flow: unknown method 'flow'; built in: vae, iwae, lin" in text
     assert "experiments.e.restarts: needs at least one restart" in text
 
 

@@ -14,7 +14,8 @@ from fmvae import config as cfg
 DOCS = sorted([REPO / "README.md", REPO / "config" / "README.md", REPO / "benchmarks" / "README.md",
                *(REPO / "docs").glob("*.md")])
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-BLOCK = re.compile(r"```(bash|sh|)\n(.*?)```", flags=re.DOTALL)  # shell blocks, tagged or not
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)  # every fenced block, with its tag
+SHELL = ("bash", "sh", "")  # shell blocks, tagged or not
 
 
 def slug(heading: str) -> str:
@@ -38,7 +39,9 @@ def command_lines(program: str):
     """Each command line of ``program`` in the docs' code blocks (continuations joined, comments,
     prompts and placeholders handled)."""
     for doc in DOCS:
-        for _, block in BLOCK.findall(doc.read_text()):
+        for tag, block in BLOCK.findall(doc.read_text()):
+            if tag not in SHELL:
+                continue
             for line in block.replace("\\\n", " ").splitlines():
                 words = shlex.split(line, comments=True)
                 while words:  # one command per `&&`-separated part

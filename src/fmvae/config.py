@@ -130,7 +130,7 @@ def _experiment_checks(config: dict) -> list[str]:
                 continue
             labelled = dataset in real or bool(groundtruth.get(dataset).label)
             for method in entry["methods"]:
-                if method in methods.METHODS and methods.METHODS[method].semi_supervised and not labelled:
+                if _resolves(method) and methods.get(method).semi_supervised and not labelled:
                     problems.append(f"{where}.methods.{method}: a semi-supervised method needs a labelled data set; "
                                     f"{dataset} has no labels")
             if dataset in real:
@@ -149,10 +149,11 @@ def _experiment_checks(config: dict) -> list[str]:
                                     f"{true_k}, so no restart can start at the ground truth; set "
                                     f"{where}.restarts.ground_truth to 0")
         for method, grid in entry["methods"].items():
-            if method not in methods.METHODS:
-                problems.append(f"{where}.methods.{method}: unknown method; allowed: {', '.join(methods.METHODS)}")
+            try:
+                expected = set(methods.get(method).hyper)
+            except ValueError as err:
+                problems.append(f"{where}.methods.{method}: {err}")
                 continue
-            expected = set(methods.METHODS[method].hyper)
             if set(grid) != expected:
                 problems.append(f"{where}.methods.{method}: hyper-parameters {sorted(grid)} given; "
                                 f"{method} needs exactly {sorted(expected) or 'none'}")
@@ -161,9 +162,23 @@ def _experiment_checks(config: dict) -> list[str]:
                     problems.append(f"{where}.methods.{method}.{key}: must be whole numbers ≥ 1")
             if any(v <= 0 for v in grid.get("T", [])):
                 problems.append(f"{where}.methods.{method}.T: must be positive")
+            if method not in methods.METHODS and set(grid) == expected:  # an outside method: probe its contract
+                try:
+                    methods.check_contract(method, {k: values[0] for k, values in grid.items()})
+                except ValueError as err:
+                    problems.append(f"{where}.methods.{method}: {err}")
         if restarts["ground_truth"] + restarts["random"] < 1:
             problems.append(f"{where}.restarts: needs at least one restart")
     return problems
+
+
+def _resolves(method: str) -> bool:
+    """Whether a config's method name names a method (the error is reported once, below)."""
+    try:
+        _methods().get(method)
+    except ValueError:
+        return False
+    return True
 
 
 def experiment_latent_dim(entry: dict, dataset: str) -> int | list[int] | None:

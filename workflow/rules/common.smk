@@ -1,5 +1,6 @@
 # Helpers only: config validation, the config slices each job receives, and target lists.
 
+import re
 import shlex
 import shutil
 
@@ -83,11 +84,13 @@ from fmvae.report.tables import TABLES
 from fmvae.train.protocol import part_count
 
 EXPERIMENTS = cfg.experiment_names(config)
+# Built-in methods and those the config names (an outside method's import path holds "." and ":")
+METHOD_NAMES = sorted(set(registered_methods.METHODS) | {m for e in EXPERIMENTS for m in config["experiments"][e]["methods"]})
 
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS) or "none",
-    method="|".join(registered_methods.METHODS),
+    method="|".join(map(re.escape, METHOD_NAMES)),
     part=r"\d+",
 
 

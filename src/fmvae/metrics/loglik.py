@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from fmvae.objectives import OBJECTIVES
 from fmvae.objectives.unsupervised import log_normal
 from fmvae.train.streams import ModelStreams
 
@@ -72,7 +71,7 @@ def bound_per_point(model, method, hyper: dict, x: torch.Tensor, seeds, draws: i
     draws = max(2, draws // max(counts))  # an S-sample bound: as many decoder passes as the ELBO's draws
     width = max(counts) * (model.labels.width if model.labels else 1)
     chunk = max(1, rows // (draws * width))
-    streams, objective = ModelStreams(seeds), OBJECTIVES[method.objective]
+    streams, objective = ModelStreams(seeds), method.objective_fn
     total = torch.zeros(m, x.shape[0], dtype=torch.float64)
     square = torch.zeros_like(total)
     with torch.no_grad():

@@ -20,7 +20,6 @@ import torch
 
 from fmvae import runtime, store
 from fmvae.methods import Method
-from fmvae.objectives import OBJECTIVES
 from fmvae.objectives.unsupervised import log_normal
 from fmvae.train.optim import BatchedAdam
 from fmvae.train.streams import ModelStreams
@@ -76,7 +75,7 @@ class Trainer:
         m = model.n_models
         self.hyper = hyper_tensors(method, hyper, m, device)
         self.samples = [method.samples({k: v[i].item() for k, v in self.hyper.items()}) for i in range(m)]
-        self.objective = OBJECTIVES[method.objective]
+        self.objective = method.objective_fn
         self.streams = ModelStreams(seeds)
         if freeze_decoder:
             for p in model.decoder_parameters():
@@ -233,7 +232,7 @@ def evaluate_objective(model, method: Method, hyper: dict, x: torch.Tensor, seed
         hyper_t[method.samples_from] = torch.full((m,), samples, device=x.device)
     counts = [method.samples({k: v[i].item() for k, v in hyper_t.items()}) for i in range(m)]
     streams = ModelStreams(seeds)
-    objective = OBJECTIVES[method.objective]
+    objective = method.objective_fn
     total = torch.zeros(m, dtype=torch.float64)
     with torch.no_grad():
         for start in range(0, x.shape[0], chunk):

@@ -22,6 +22,7 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/semi_figures.smk"
 include: "workflow/rules/adversarial.smk"
 include: "workflow/rules/separability.smk"
+include: "workflow/rules/bench.smk"
 
 
 # The image of every job under --sdm apptainer (config key `container`, validated in common.smk).
@@ -42,4 +43,5 @@ rule all:
         checks_files(),
         figure7_files(),
         separability_files(),
+        leaderboard_files(),
         "results/REPRODUCTION.md",

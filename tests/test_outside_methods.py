@@ -9,7 +9,9 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import pandas as pd
@@ -17,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, copy_workflow, snakemake
+from conftest import REPO, copy_workflow, snakemake, snakemake_env
 from fmvae import config as cfg
 from fmvae import methods, store
 from fmvae.nn import BatchedVAE
@@ -151,25 +153,31 @@ def test_missing_modules_and_attributes_are_named():
 
 
 @pytest.mark.workflow
-def test_an_outside_method_trains_is_selected_and_evaluated_through_the_workflow(smoke_run, tmp_path):
-    """The smoke run's folder, copied, with DReG named in Table 2's experiment by config alone: its
-    jobs train, select and evaluate it on every data set, and Table 2 has its rows."""
+def test_an_outside_method_trains_is_selected_evaluated_and_ranked_through_the_workflow(smoke_run, tmp_path):
+    """The smoke run's folder, copied; `fmvae bench` names DReG by its import path: the workflow
+    trains, selects and evaluates it on every leaderboard experiment of its model, Table 2 and the
+    leaderboard have its rows, and its standing is printed."""
     assert smoke_run.result.returncode == 0, smoke_run.result.stderr[-3000:]
     work = tmp_path / "wf"
     shutil.copytree(smoke_run.work, work, symlinks=True)
     unsupervised = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())["experiments"]["unsupervised"]
-    (work / "dreg.yaml").write_text(yaml.safe_dump({"experiments": {"unsupervised": {
-        "methods": {**unsupervised["methods"], DREG: {"S": [3]}}}}}))
-    env = {"PYTHONPATH": str(EXAMPLE)}
-    args = ["--cores", "2", "--configfile", "config/smoke.yaml", "local.yaml", "dreg.yaml"]
-    result = snakemake(work, *args, "results/tables/table2.csv", env={**os.environ, **env})
-    assert result.returncode == 0, result.stderr[-4000:]
+    env = snakemake_env({**os.environ, "PYTHONPATH": str(EXAMPLE)})
+    result = subprocess.run([str(Path(sys.executable).parent / "fmvae"), "bench", "--method", DREG, "--grid", '{"S": [3]}',
+                             "--configfile", "config/smoke.yaml", "local.yaml", "--cores", "2"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert f"{DREG} on the leaderboard" in result.stdout and "smooth_knn_px:circle" in result.stdout
     for dataset in unsupervised["datasets"]:
         with h5py.File(work / "results" / "evaluation" / "unsupervised" / dataset / "v0" / f"{DREG}.h5") as f:
             attrs = store.read_attrs(f)
-        assert attrs["method"] == DREG and math.isfinite(attrs["metrics"]["smooth_knn_px"])
+        assert attrs["method"] == DREG and math.isfinite(attrs["metrics"]["smooth_knn_px"]) and attrs["train_seconds"] > 0
+    snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml", "local.yaml",
+              str(work / "results" / "bench" / "fmvae_dreg_make_method.yaml"), "results/tables/table2.csv", env=env)
     table = pd.read_csv(work / "results" / "tables" / "table2.csv")
     assert set(table.loc[table["method"] == "IWAE-DReG", "dataset"]) == set(unsupervised["datasets"])
+    board = (work / "results" / "bench" / "leaderboard.md").read_text()
+    assert all(f"| {m} |" in board for m in ("VAE", "IWAE", "LIN", "IWAE-DReG"))
+    assert (work / "results" / "bench" / "leaderboard.png").stat().st_size > 10000
 
 
 def test_a_broken_outside_method_stops_the_workflow_before_any_job(tmp_path):

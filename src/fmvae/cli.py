@@ -148,6 +148,23 @@ def cmd_audit(args) -> None:
     write_audit(args.evaluations, args.out_dir)
 
 
+def cmd_leaderboard(args) -> None:
+    from fmvae.report import leaderboard
+
+    cells = leaderboard.write_leaderboard(args.evaluations, args.out_csv, args.out_md, args.out_png, args.dpi)
+    log.info("leaderboard: %d methods (%s)", len(cells), ", ".join(cells))
+
+
+def cmd_bench(args) -> None:
+    from pathlib import Path
+
+    from fmvae import bench
+
+    rows = bench.run(args.method, json.loads(args.grid), args.configfile, args.cores, Path(args.directory))
+    print(bench.format_standing(args.method, rows))
+    print(f"leaderboard: {Path(args.directory) / bench.TARGETS[0]}")
+
+
 def cmd_check(args) -> None:
     from fmvae import checks
 
@@ -375,6 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluations", nargs="*", default=[])
     p.add_argument("--out-dir", required=True, help="folder of restarts.{csv,md} and invariants.{csv,md}")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("leaderboard", help="every method on the paper's pathologies: results/bench/leaderboard.*")
+    p.add_argument("--evaluations", nargs="*", default=[], help="evaluation files (those of other experiments are ignored)")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--dpi", type=int, default=150)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("bench", help="add one method to the leaderboard's experiments, run them, print where it stands",
+                       description="Adds METHOD (built in, an entry point of fmvae.methods, or package.module:attribute) "
+                                   "with its grid to every leaderboard experiment of the configuration whose model it "
+                                   "fits, runs Snakemake for results/bench/leaderboard.{md,csv,png} (training only what "
+                                   "is missing) and prints the method's rank in each column. The scale is the "
+                                   "configuration's: --configfile config/smoke.yaml takes minutes.")
+    p.add_argument("--method", required=True, help="the method's name, e.g. fmvae_dreg:make_method")
+    p.add_argument("--grid", default="{}", help='its hyper-parameter grid as JSON, e.g. \'{"S": [20]}\' (default: none)')
+    p.add_argument("--configfile", nargs="*", default=[], help="config files on top of config/config.yaml, e.g. config/smoke.yaml")
+    p.add_argument("--cores", default="all", help="Snakemake's --cores (default: all)")
+    p.add_argument("--directory", default=".", help="the workflow's folder (default: the current one)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("check", help="Section 9 practitioner checks: residual normality and the VAE-vs-IWAE gap")
     p.add_argument("--evaluations", nargs="+", required=True, help="evaluation files (each model is checked; "

@@ -34,19 +34,21 @@ log = logging.getLogger(__name__)
 def read_parts(paths) -> dict:
     """Per-model records of all training parts, in plan order: ``models``, the per-model arrays
     (curve, diverged, validation bounds) concatenated, and ``params``: per model, its part's
-    parameter arrays and its row there (parts of different K have differently shaped weights)."""
-    models, arrays, params = [], {}, []
+    parameter arrays and its row there (parts of different K have differently shaped weights);
+    ``seconds``: the parts' training wall time, summed."""
+    models, arrays, params, seconds = [], {}, [], 0.0
     for path in paths:
         with h5py.File(path, "r") as f:
             attrs = store.read_attrs(f)
             models += attrs["models"]
+            seconds += attrs["seconds"]
             for key in ("curve", "diverged", "val_objective", "val_elbo", "aggressive_epochs"):
                 arrays.setdefault(key, []).append(f[key][()])
             part = {}
             f["params"].visititems(lambda name, obj, part=part: part.__setitem__(name, obj[()])
                                    if isinstance(obj, h5py.Dataset) else None)
             params += [(part, row) for row in range(len(attrs["models"]))]
-    return {"models": models, "params": params, **{k: np.concatenate(v) for k, v in arrays.items()}}
+    return {"models": models, "params": params, "seconds": seconds, **{k: np.concatenate(v) for k, v in arrays.items()}}
 
 
 def load_models(data: DataSet, spec: dict, runs: dict, indices, device) -> BatchedVAE:
@@ -363,6 +365,7 @@ def evaluate(spec: dict, data_path, version: int, run_paths, out, surrogate_path
              "selected": chosen, "candidates": candidates, "metrics": metrics, "decoder_options": data.decoder[1],
              "estimators": {"test_loglik": estimator}, "invariants": invariants, "restarts": restarts,
              "diverged_models": int(runs["diverged"].sum()), "models": len(runs["models"]), "config": to_json(spec),
+             "train_seconds": runs["seconds"], "true_sigma2": data.noise_variance,
              **({"n_classes": model.labels.n_classes} if semi else {})}
     with store.write_h5(out, attrs) as f:
         params = f.create_group("params")

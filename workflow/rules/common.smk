@@ -255,3 +255,13 @@ def figure7_files():
     if not adversarial_files():
         return []
     return [f"results/figures/figure7.{ext}" for ext in ("png", "pdf")] + [f"results/tables/figure7.{ext}" for ext in ("csv", "md")]
+
+
+# The leaderboard (fmvae.report.leaderboard): the experiments it ranks that are configured
+from fmvae.report import leaderboard as leaderboard_report
+
+LEADERBOARD_EXPERIMENTS = [e for e in leaderboard_report.EXPERIMENTS if e in EXPERIMENTS]
+
+
+def leaderboard_files():
+    return [f"results/bench/leaderboard.{ext}" for ext in ("csv", "md", "png")] if LEADERBOARD_EXPERIMENTS else []

@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The device of the engine tests marked `gpu` (benchmarks/gpu_check.sh sets FMVAE_TEST_DEVICE=cuda).
+TEST_DEVICE = os.environ.get("FMVAE_TEST_DEVICE", "cpu")
 SHARED_UCI = REPO.parent / "shared" / "data" / "uci"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEST_DEVICE
 from fmvae import methods
 from fmvae.nn import BatchedVAE, Labels
 from fmvae.objectives import OBJECTIVES, elbo
@@ -224,7 +225,7 @@ SETTINGS = {"epochs": 2, "batch_size": 32, "lr": 1e-3, "max_inner_steps": 10, "m
 
 
 def _train(method, fraction, seeds=(1, 2, 3), hyper=None):
-    model = _m2(2, seeds).float()
+    model = _m2(2, seeds).float().to(TEST_DEVICE)
     x, y, _ = _data(2, seed=5)
     x = torch.cat([x, x + 0.1]).float()
     y = torch.cat([y, y])
@@ -239,6 +240,7 @@ def _train(method, fraction, seeds=(1, 2, 3), hyper=None):
     return model, before, result
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("method", ["m2_vae", "m2_iwae", "m2_lin"])
 @pytest.mark.parametrize("fraction", [0, 1, 0.3])
 def test_all_unlabelled_all_labelled_and_mixed_batches_train(method, fraction):
@@ -253,6 +255,7 @@ def test_all_unlabelled_all_labelled_and_mixed_batches_train(method, fraction):
     assert changed == expected, (method, fraction, changed)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("method", ["m2_vae", "m2_iwae"])
 def test_an_m2_model_trains_the_same_alone_or_in_a_stack(method):
     hyper = {"alpha": np.array([0.0, 0.1, 1.0]), "gamma": np.array([0.5, 1.0, 5.0]), "S": np.array([1, 3, 5])}

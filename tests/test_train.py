@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEST_DEVICE
 from fmvae import methods
 from fmvae.data import groundtruth
 from fmvae.nn import BatchedVAE
@@ -15,6 +16,7 @@ from fmvae.train.loop import Trainer
 SETTINGS = {"epochs": 3, "batch_size": 50, "lr": 1e-3, "max_inner_steps": 20, "mi_patience": 1, "mi_points": 100,
             "log_every_epochs": 0}
 SEEDS = [11, 12, 13]
+pytestmark = pytest.mark.gpu  # benchmarks/gpu_check.sh runs these on the GPU
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def x():
 
 def _model(seeds, learn_sigma2=True):
     return BatchedVAE(len(seeds), 2, 1, [16, 16], 0.01, seeds=seeds, sigma2_init=torch.tensor(0.02),
-                      learn_sigma2=learn_sigma2)
+                      learn_sigma2=learn_sigma2).to(TEST_DEVICE)
 
 
 def _train(seeds, method, hyper, x, settings=SETTINGS, model=None, **kwargs):

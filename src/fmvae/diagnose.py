@@ -106,7 +106,7 @@ NOTES = [
      "low-variance log-likelihood estimator. Here σ² was {sigma2_how}; the learned values are listed above.")),
     ("Guideline 3", ("Investigate the topology of the data before choosing a variational family: if the data lie on a "
      "manifold in distorted Euclidean space (e.g. the Figure-8 example) or are clustered (the Clusters example), use a "
-     "rich variational family if you need a very low-dimensional latent space. The scatter plots below are a first look.")),
+     "rich variational family if you need a very low-dimensional latent space. The scatter plots under Figures are a first look.")),
     ("Guideline 5", ("Whenever using a rich variational family, apply regularisation to the decoder's weights to prevent "
      "overfitting.")),
 ]
@@ -555,7 +555,7 @@ def to_markdown(blocks: list[tuple]) -> str:
             out.append("\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                                  + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]))
         elif kind == "img":
-            out.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
+            out.append(f"![{Path(block[1]).stem}]({block[1]})\n\n*{block[2]}*")
     return "\n\n".join(out) + "\n"
 
 

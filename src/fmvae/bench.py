@@ -58,8 +58,8 @@ def run(method: str, grid: dict, configfiles, cores: str = "all", workdir: Path 
     path = workdir / "results" / "bench" / f"{slug}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(extra, sort_keys=False))
-    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile",
-               *[str(Path(c).resolve()) for c in configfiles], str(path.resolve()), *extra_args, *TARGETS]
+    command = [sys.executable, "-m", "snakemake", *TARGETS, "--cores", str(cores), *extra_args,
+               "--configfile", *[str(Path(c).resolve()) for c in configfiles], str(path.resolve())]  # last: it takes nargs
     log.info("bench %s: %s", method, " ".join(command))
     subprocess.run(command, cwd=workdir, check=True)
     cells = leaderboard.collect([workdir / p for p in evaluation_paths(config)])

@@ -11,7 +11,7 @@ from conftest import snakemake
 
 pytestmark = pytest.mark.workflow
 
-FIGURE_RULES = {"plot_data", "figure2", "figure3", "figure4", "model_figure", "semi_figure", "figure7", "all"}
+FIGURE_RULES = {"plot_data", "figure2", "figure3", "figure4", "model_figure", "semi_figure", "figure7", "leaderboard", "all"}
 
 
 def planned_jobs(smoke_run, tmp_path, override: dict) -> list[tuple[str, dict]]:
@@ -45,7 +45,7 @@ def test_an_m2_hyper_parameter_reruns_that_method_its_tables_and_its_figures(smo
     assert trained == {("semi_synthetic", d, "m2_iwae") for d in ("discrete_semicircle", "continuous_semicircle")}
     assert {w["table"] for rule, w in jobs if rule == "table"} == {"table3", "table4"}
     assert {int(w["number"]) for rule, w in jobs if rule == "semi_figure"} == {6, 19, 22}
-    assert {rule for rule, _ in jobs} <= {"train", "evaluate", "table", "audit", "semi_figure", "reproduction", "all"}
+    assert {rule for rule, _ in jobs} <= {"train", "evaluate", "table", "audit", "semi_figure", "leaderboard", "reproduction", "all"}
 
 
 def test_a_method_hyper_parameter_reruns_that_method_and_what_uses_it(smoke_run, tmp_path):
@@ -56,7 +56,8 @@ def test_a_method_hyper_parameter_reruns_that_method_and_what_uses_it(smoke_run,
     assert tables == {"table2"}  # not table1 / sec5 / sec8, whose experiments did not change
     figures = {int(w["number"]) for rule, w in jobs if rule == "model_figure"}
     assert figures == {5, 12, 15}  # the IWAE figures and Figure 5 (VAE beside IWAE)
-    assert {rule for rule, _ in jobs} <= {"train", "evaluate", "table", "audit", "model_figure", "checks", "reproduction", "all"}
+    assert {rule for rule, _ in jobs} <= {"train", "evaluate", "table", "audit", "model_figure", "checks", "leaderboard",
+                                          "reproduction", "all"}
 
 
 def test_a_data_set_size_reruns_everything_downstream_of_that_set_only(smoke_run, tmp_path):

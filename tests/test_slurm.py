@@ -52,7 +52,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow,
 
 ROUTE_TIMEOUT = 3600  # seconds, per route (both run at once): a guard against hangs, not a timing test
 COMPARED = ["data", "surrogates", "gt_encoders", "runs", "evaluation", "adversarial", "checks"]  # HDF5 folders
-IGNORED_ATTRS = {"seconds"}  # wall time of a training job (and of a φ_GT fit)
+IGNORED_ATTRS = {"seconds", "train_seconds"}  # wall times: of a training job (and a φ_GT fit), of an evaluation's training parts
 IGNORED_COLUMNS = {"fit_seconds"}  # wall time of a φ_GT fit (results/tables/gt_encoder_gaps.csv)
 # The whole-workflow route batches more per SLURM job than the profile does (grouping is a site knob,
 # set here on the command line): each job starts Snakemake once, ~8-15 s on the 2-core node, so the

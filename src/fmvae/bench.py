@@ -53,7 +53,7 @@ def run(method: str, grid: dict, configfiles, cores: str = "all", workdir: Path 
         raise FileNotFoundError(f"{snakefile} not found: run fmvae bench in the workflow's folder (or give --directory)")
     files = [workdir / "config" / "config.yaml", *[Path(c) for c in configfiles]]
     extra = overlay(cfg.load_config(files), method, grid)
-    config = cfg.load_config(files, extra)  # validates the method and its grid (the contract probe) before any job
+    cfg.load_config(files, extra)  # validates the method and its grid (the contract probe) before any job
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", method)
     path = workdir / "results" / "bench" / f"{slug}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,15 +62,8 @@ def run(method: str, grid: dict, configfiles, cores: str = "all", workdir: Path 
                "--configfile", *[str(Path(c).resolve()) for c in configfiles], str(path.resolve())]  # last: it takes nargs
     log.info("bench %s: %s", method, " ".join(command))
     subprocess.run(command, cwd=workdir, check=True)
-    cells = leaderboard.collect([workdir / p for p in evaluation_paths(config)])
+    cells = leaderboard.read_means(workdir / TARGETS[1])  # what the rule computed from its evaluation files
     return leaderboard.standing(cells, methods.get(method).paper_name or method)
-
-
-def evaluation_paths(config: dict) -> list[str]:
-    """The evaluation files of a configuration's leaderboard experiments (what the leaderboard rule reads)."""
-    return [f"results/evaluation/{e}/{d}/v{v}/{m}.h5" for e in leaderboard.EXPERIMENTS if e in config["experiments"]
-            for d in config["experiments"][e]["datasets"] for v in range(cfg.experiment_versions(config, e, d))
-            for m in config["experiments"][e]["methods"]]
 
 
 def format_standing(method: str, rows: list[dict]) -> str:

@@ -122,9 +122,14 @@ def rows(cells: dict) -> list[dict]:
     return out
 
 
+def _present(cells: dict) -> list[tuple[str, str]]:
+    """(column, what) of the columns some method has a value in."""
+    return [(c, what) for c, what, _ in COLUMNS if any(cells[m].get(c) for m in cells)]
+
+
 def markdown(cells: dict) -> str:
     """The leaderboard as Markdown: one row per method, one column per pathology, and a legend."""
-    present = [(c, what) for c, what, _ in COLUMNS if any(cells[m].get(c) for m in cells)]
+    present = _present(cells)
     lines = ["# Leaderboard: methods on the paper's pathologies", "",
              "Mean ± std over versions (n where fewer than the others); empty: not run.", "",
              "| method | " + " | ".join(c for c, _ in present) + " |", "|---|" + "---|" * len(present)]
@@ -145,7 +150,7 @@ def figure(cells: dict, path, dpi: int = 150) -> None:
 
     from fmvae.report import plotting
 
-    present = [(c, what) for c, what, _ in COLUMNS if any(cells[m].get(c) for m in cells)]
+    present = _present(cells)
     order = _order(cells)
     cols = 4
     rows_ = max(1, math.ceil(len(present) / cols))
@@ -178,6 +183,17 @@ def standing(cells: dict, method: str) -> list[dict]:
         out.append({"column": column, "what": what, "mean": means[method], "rank": ranked.index(method) + 1,
                     "of": len(ranked), "best_other": best_other, "best_other_mean": means.get(best_other)})
     return out
+
+
+def read_means(csv_path) -> dict[str, dict[str, list[float]]]:
+    """The leaderboard CSV's means as cells ({method: {column: [mean]}}), for :func:`standing`."""
+    import csv
+
+    cells: dict = defaultdict(dict)
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            cells[row["method"]][row["column"]] = [float(row["mean"])]
+    return dict(cells)
 
 
 def write_leaderboard(evaluation_paths, csv_path, md_path, png_path, dpi: int = 150) -> dict:

@@ -118,3 +118,19 @@ def test_input_validation(a, b, kwargs, match):
     kwargs = {"alpha": 1.0, **kwargs}
     with pytest.raises(ValueError, match=match):
         smooth_knn_statistic(a, b, **kwargs)
+
+
+def test_on_data_with_repeated_rows_a_continuous_sample_scores_high_however_close():
+    """The Titanic effect behind Table 5 (docs/methods.md §4, analysis/smooth_knn_baseline.py): when
+    the data hold a few distinct rows, each test point's nearest neighbour is a copy of itself, so a
+    sample of the same rows scores near 0 while the same rows with a little noise score high."""
+    rng = np.random.default_rng(3)
+    support = rng.standard_normal((8, 3))
+    train, test = support[rng.integers(0, 8, 300)], support[rng.integers(0, 8, 300)]
+    same_rows = smooth_knn_statistic(train, test, alpha=10.0)
+    jittered = smooth_knn_statistic(train + 0.05 * rng.standard_normal(train.shape), test, alpha=10.0)
+    assert abs(same_rows) < 3 and jittered > 10
+    # Without repeated rows the same small noise is invisible.
+    continuous = rng.standard_normal((300, 3)), rng.standard_normal((300, 3))
+    noisy = continuous[0] + 0.05 * rng.standard_normal((300, 3))
+    assert abs(smooth_knn_statistic(noisy, continuous[1], alpha=10.0)) < 3

@@ -2,7 +2,7 @@
 
 Table 5 compares model samples with each real set's test split by the smooth kNN statistic
 (docs/methods.md §4). Its scale depends on the data set: on data with many exact duplicate rows
-(Titanic has 13 distinct rows), every test point's nearest neighbour is a copy of itself, so any
+(Titanic's test splits hold 13–14 distinct rows), every test point's nearest neighbour is a copy of itself, so any
 sample from a continuous density (which never repeats a row) scores high however good the density.
 This script measures, per real set and split, the statistic of
 

@@ -54,6 +54,13 @@ def test_functional_collapse_needs_vae_better_on_px_and_worse_on_pxy_and_fs():
 
     assert verdicts(tables(12.0))["Tables 3–4"] == "yes"
     assert verdicts(tables(1.0))["Tables 3–4"] == "**no**"  # the VAE learned the conditionals too
+    failed = tables(1.0) | {"restarts": [
+        {"experiment": "semi_synthetic", "dataset": "discrete_semicircle", "version": "1", "method": "m2_vae",
+         "slug": "a0_g5", "restart": str(r), "init": init, "selected": "yes" if r == 2 else "no",
+         "val_objective": str(val), "smooth_knn_px": str(px), "sigma2": "0.01"}
+        for r, init, val, px in ((2, "ground_truth", -0.4, 3.0), (6, "random", -0.5, 1.0))]}
+    line = next(l for l in reproduction_markdown(failed).splitlines() if l.startswith("| Tables 3–4"))
+    assert "v1 m2_vae: selected ground_truth r2" in line and "better p(x): random r6" in line
     assert verdicts({})["Tables 3–4"] == "not run"
 
 

@@ -149,7 +149,9 @@ def _table1_larger_k(tables) -> Verdict:
             holds &= prefers_larger if method == "VAE" else not prefers_larger
             ours.append(f"{dataset} {method} " + " / ".join(_fmt(v[0], v[1]) for v in values))
             paper.append(f"{dataset} {method} " + " / ".join(_fmt(v[2], v[3]) for v in values))
-    return Verdict(holds, "; ".join(ours), "; ".join(paper))
+    experiments = tuple(f"signal_noise_K{k}" for k in (1, 2, 3))
+    return Verdict(holds, "; ".join(ours), "; ".join(paper),
+                   "" if holds else restart_diagnosis(tables, experiments, ("figure8_5d", "clusters_5d")))
 
 
 def _cohort_mean(tables, table, dataset, method) -> tuple[float, float] | None:
@@ -172,19 +174,23 @@ def _functional_collapse(tables) -> Verdict:
     ours = "; ".join(f"{m}: p(x) {_fmt(px[m][0], px[m][1])}, p(x|y) {pxy[m][0]:.3g}, f-separation ratio "
                      f"{ratio[m][0]:.2g}" for m in ("VAE", "IWAE"))
     paper = "; ".join(f"{m}: p(x) {_fmt(px[m][2], px[m][3])}, p(x|y) {pxy[m][1]:.3g}" for m in ("VAE", "IWAE"))
-    return Verdict(holds, ours, paper)
+    return Verdict(holds, ours, paper, "" if holds else restart_diagnosis(tables, ("semi_synthetic",), (dataset,)))
+
+
+REAL_SETS = ("diabetic_retinopathy", "contraceptive", "titanic")
 
 
 def _real_conditionals(tables) -> Verdict:
     ours, paper, holds = [], [], True
-    for dataset in ("diabetic_retinopathy", "contraceptive", "titanic"):
+    for dataset in REAL_SETS:
         px, pxy = _value(tables, "table5", dataset, "VAE", "smooth_knn_px"), _cohort_mean(tables, "table6", dataset, "VAE")
         if px is None or pxy is None:
             return Verdict(None, "missing rows", "")
         holds &= pxy[0] > px[0]
         ours.append(f"{dataset}: p(x) {_fmt(px[0], px[1])}, p(x|y) {pxy[0]:.3g}")
         paper.append(f"{dataset}: p(x) {_fmt(px[2], px[3])}, p(x|y) {pxy[1]:.3g}")
-    return Verdict(holds, "; ".join(ours), "; ".join(paper))
+    return Verdict(holds, "; ".join(ours), "; ".join(paper),
+                   "" if holds else restart_diagnosis(tables, ("semi_real",), REAL_SETS))
 
 
 CLAIMS = [

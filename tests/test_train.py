@@ -54,15 +54,59 @@ def test_a_model_trains_the_same_alone_or_in_a_stack(method, x):
     assert not torch.allclose(together["decoder/W0"][0], together["decoder/W0"][1])
 
 
-def test_a_diverging_model_is_recorded_and_isolated(x):
+def test_lin_steps_only_the_models_still_in_its_inner_loop(x, monkeypatch):
+    """The inner loop runs on a stack shrunk to the models still in it (one slow model does not
+    keep the whole stack stepping), and each model's training is still the one it has alone."""
+    from fmvae.train import loop
+
+    sizes, original = [], loop.substack
+
+    def recording(model, optimizer, members):
+        sizes.append((len(members), model.n_models))
+        return original(model, optimizer, members)
+
+    monkeypatch.setattr(loop, "substack", recording)
+    stacked, trainer, _ = _train(SEEDS, "lin", GRIDS["lin"], x)
+    assert any(n < m for n, m in sizes), sizes  # it did shrink
+    assert stacked.n_models == len(SEEDS) and trainer.opt_encoder.steps.shape == (len(SEEDS),)
+    monkeypatch.setattr(loop, "substack", original)
+    together = stacked.state_arrays()
+    for i, seed in enumerate(SEEDS):
+        alone, _, _ = _train([seed], "lin", {k: v[i:i + 1] for k, v in GRIDS["lin"].items()}, x)
+        for name, value in alone.state_arrays().items():
+            assert torch.allclose(together[name][i], value[0], atol=1e-5), (i, name)
+
+
+def test_a_model_diverging_in_a_shrunk_stack_is_marked_in_the_whole_stack(x):
+    from fmvae.train.loop import substack
+
+    model = _model(SEEDS)
+    with torch.no_grad():
+        model.decoder.biases[-1][1] = float("nan")
+    trainer = Trainer(model, methods.get("lin"), GRIDS["lin"], SETTINGS, seeds=SEEDS)
+    trainer.epoch = 2
+    members = torch.tensor([1, 2], device=model.log_sigma2.device)
+    xb = x[:50].to(model.log_sigma2.device).expand(2, -1, -1)
+    with substack(model, trainer.opt_encoder, members):
+        assert model.n_models == 2 and model.decoder.weights[0].shape[0] == 2
+        eps = torch.randn(2, 50, 1, 1, device=xb.device)
+        loss = trainer._loss(xb, eps, torch.ones(2, dtype=torch.bool, device=xb.device), members,
+                             {k: v[members] for k, v in trainer.hyper.items()})
+    assert trainer.diverged.tolist() == [False, True, False] and trainer.diverged_epoch.tolist() == [-1, 2, -1]
+    assert loss[0] == 0 and torch.isfinite(loss[1]) and loss[1] != 0
+    assert model.n_models == 3 and torch.isnan(model.decoder.biases[-1][1]).all()  # written back whole
+
+
+@pytest.mark.parametrize("method", ["vae", "lin"])
+def test_a_diverging_model_is_recorded_and_isolated(method, x):
     model = _model(SEEDS)
     with torch.no_grad():
         model.decoder.biases[-1][1] = float("nan")  # model 1 diverges at its first step
-    stacked, _, result = _train(SEEDS, "vae", {}, x, model=model)
+    stacked, _, result = _train(SEEDS, method, GRIDS[method], x, model=model)
     assert result.diverged.tolist() == [False, True, False]
     assert result.diverged_epoch.tolist() == [-1, 0, -1]
     assert np.isnan(result.curve[1]).all() and np.isfinite(result.curve[[0, 2]]).all()
-    others, _, _ = _train([SEEDS[0], SEEDS[2]], "vae", {}, x)
+    others, _, _ = _train([SEEDS[0], SEEDS[2]], method, {k: v[[0, 2]] for k, v in GRIDS[method].items()}, x)
     for name, value in others.state_arrays().items():
         assert torch.allclose(stacked.state_arrays()[name][[0, 2]], value, atol=1e-5), name
 

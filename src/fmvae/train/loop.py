@@ -2,7 +2,9 @@
 
 Every model has its own parameters, Adam state, random stream (data order, noise, LIN's fresh
 batches) and hyper-parameters (per-model tensors), so its training does not depend on which other
-models share the stack. Per-model decisions (LIN's inner-loop exits and aggressive phase, models
+models share the stack (up to float rounding: a batched product over another number of models may
+round its last bit differently, 1e-7 after a few epochs, which LIN's thresholded exits can amplify
+over a long run into a different but equally valid trajectory). Per-model decisions (LIN's inner-loop exits and aggressive phase, models
 that diverged) are masks. A model whose loss becomes non-finite is marked diverged and frozen; it
 never stops the job or touches the other models. Long jobs checkpoint at epoch ends and resume.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +61,41 @@ def encoder_mutual_information(model, x: torch.Tensor, eps: torch.Tensor) -> tor
         return neg_entropy - log_qz.mean(1)
 
 
+@contextmanager
+def substack(model, optimizer: BatchedAdam, members: torch.Tensor):
+    """Shrink ``model`` (every parameter and buffer with one row per model) and ``optimizer``'s
+    per-model state to the models ``members`` for the duration of the block, then write their new
+    values back into the whole stack. Gradients are dropped on the way in and out."""
+    m = model.n_models
+    if len(members) == m:
+        yield
+        return
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.dim() and t.shape[0] == m]
+    full = [t.data for t in tensors]
+    sized = [module for module in model.modules() if hasattr(module, "n_models")]
+    state = (optimizer.steps, optimizer.exp_avg, optimizer.exp_avg_sq)
+    for t, whole in zip(tensors, full):
+        t.grad = None
+        t.data = whole[members]
+    for module in sized:
+        module.n_models = len(members)
+    optimizer.steps = state[0][members]
+    optimizer.exp_avg, optimizer.exp_avg_sq = [v[members] for v in state[1]], [v[members] for v in state[2]]
+    try:
+        yield
+    finally:
+        for t, whole in zip(tensors, full):
+            whole[members] = t.data
+            t.grad = None
+            t.data = whole
+        for module in sized:
+            module.n_models = m
+        for whole, part in zip((state[0], *state[1], *state[2]),
+                               (optimizer.steps, *optimizer.exp_avg, *optimizer.exp_avg_sq)):
+            whole[members] = part
+        optimizer.steps, optimizer.exp_avg, optimizer.exp_avg_sq = state
+
+
 class Trainer:
     """Train ``model`` (a BatchedVAE of M models) with ``method`` on ``x_train`` (N, D).
 
@@ -95,14 +133,19 @@ class Trainer:
         self.epoch = 0
 
     # -- one step --------------------------------------------------------------------------
-    def _loss(self, x: torch.Tensor, eps: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
-        """Per-model mean loss on a batch; models that turn non-finite are marked diverged."""
-        loss = -self.objective(self.model, x, eps, self.hyper).mean(1)
+    def _loss(self, x: torch.Tensor, eps: torch.Tensor, live: torch.Tensor, members: torch.Tensor | None = None,
+              hyper: dict | None = None) -> torch.Tensor:
+        """Per-model mean loss on a batch; models that turn non-finite are marked diverged. Inside
+        :func:`substack`, ``members`` (the stack's positions of the models present) and their
+        ``hyper`` map the shrunk stack's models back to the trainer's masks."""
+        loss = -self.objective(self.model, x, eps, self.hyper if hyper is None else hyper).mean(1)
         bad = ~torch.isfinite(loss) & live
         if bool(bad.any()):
-            self.diverged |= bad
-            self.diverged_epoch[bad.cpu() & (self.diverged_epoch < 0)] = self.epoch
-        keep = live & ~self.diverged
+            full = bad if members is None else torch.zeros_like(self.diverged).index_fill_(0, members[bad], True)
+            self.diverged |= full
+            self.diverged_epoch[full.cpu() & (self.diverged_epoch < 0)] = self.epoch
+        diverged = self.diverged if members is None else self.diverged[members]
+        keep = live & ~diverged
         self.opt_encoder.zero_grad()
         self.opt_decoder.zero_grad()
         torch.where(keep, loss, torch.zeros_like(loss)).sum().backward()
@@ -110,31 +153,46 @@ class Trainer:
 
     def _inner_loop(self, x_train: torch.Tensor, x_batch: torch.Tensor) -> None:
         """LIN's aggressive phase for one outer batch: encoder-only steps on fresh batches until
-        the mean loss over a window of R steps improves by less than T (per model, masked)."""
+        the mean loss over a window of R steps improves by less than T (per model, masked).
+
+        The steps run on a stack shrunk to the models still in the loop (:func:`substack`), shrunk
+        again whenever half of them have left: otherwise one slow model keeps the whole stack
+        stepping. Each model's draws come from its own stream as before, so its arithmetic does not
+        depend on which models share the loop."""
         s = self.settings
         n, b = x_train.shape[0], x_batch.shape[1]
         k = self.model.noise_dim
-        inner = self.aggressive & ~self.diverged
+        inner = self.aggressive & ~self.diverged  # (M,), the whole stack's view
+        members = inner.nonzero().flatten()
+        if len(members) == 0:
+            return
         window = torch.zeros(inner.shape, device=self.device)
         previous = torch.full(inner.shape, math.inf, device=self.device)
         R = self.hyper["R"].long()
         T = self.hyper["T"].to(window.dtype)
-        x = x_batch
-        for j in range(1, s["max_inner_steps"] + 1):
-            if not bool(inner.any()):
-                break
-            eps = self.streams.normal((b, 1, k), active=inner.cpu()).to(self.device)
-            window += self._loss(x, eps, inner)
-            inner &= ~self.diverged
-            self.opt_encoder.step(inner)
-            due = inner & (j % R == 0)
-            if bool(due.any()):
-                current = window / R
-                inner &= ~(due & (previous - current < T))
-                previous = torch.where(due, current, previous)
-                window = torch.where(due, torch.zeros_like(window), window)
-            index = self.streams.randint(n, (b,), active=inner.cpu()).to(self.device)
-            x = x_train[index]
+        x = x_batch  # (M, b, D): every model's batch; the shrunk stack reads its members' rows
+        j = 1
+        while j <= s["max_inner_steps"] and len(members):
+            with substack(self.model, self.opt_encoder, members):
+                hyper = {key: v[members] for key, v in self.hyper.items()}
+                while j <= s["max_inner_steps"]:
+                    eps = self.streams.normal((b, 1, k), active=inner.cpu()).to(self.device)[members]
+                    window[members] += self._loss(x[members], eps, inner[members], members, hyper)
+                    inner &= ~self.diverged
+                    self.opt_encoder.step(inner[members])
+                    due = inner & (j % R == 0)
+                    if bool(due.any()):
+                        current = window / R
+                        inner &= ~(due & (previous - current < T))
+                        previous = torch.where(due, current, previous)
+                        window = torch.where(due, torch.zeros_like(window), window)
+                    index = self.streams.randint(n, (b,), active=inner.cpu()).to(self.device)
+                    x = x_train[index]
+                    j += 1
+                    left = int(inner.sum())
+                    if left == 0 or left <= len(members) // 2:
+                        break
+            members = inner.nonzero().flatten()
 
     # -- epochs ------------------------------------------------------------------------------
     def run(self, x_train: torch.Tensor, x_val: torch.Tensor, checkpoint: Path | None = None) -> TrainResult:

@@ -12,8 +12,9 @@ samples costs (1 + S)/2 VAE steps (one encoder pass, S decoder passes); a LIN st
 ``lin_factor`` VAE steps (its aggressive inner loop; default 10, the ratio of the mean LIN to the
 mean VAE training job measured in the default run on 2026-12-03: 10.3 on Figure-8, 3 versions, and
 9.5 for M2 on the continuous semi-circle, 2 versions; an earlier run measured 4.4 — the ratio depends
-on how long the slowest model of a stack stays aggressive, since the inner loop steps the whole stack
-while any one model is in it); an M2 step costs ``M2_FACTOR`` times its
+on how long the slowest model of a stack stays aggressive. Both were measured while the inner loop
+still stepped the whole stack; it now steps only the models still in it, which made those jobs
+1.6-1.9x faster, and the factor has not been re-measured since); an M2 step costs ``M2_FACTOR`` times its
 unsupervised counterpart (two bounds per point and three inference networks; measured 2.2–2.7× at
 16 models on one thread: m2_vae 2 254–2 415 against vae 5 926–6 594 model-steps/s, m2_iwae 279
 against iwae 607 at S = 20); wider hidden layers cost (width / 50)² (the hidden products dominate).

@@ -4,8 +4,8 @@ Every model has its own parameters, Adam state, random stream (data order, noise
 batches) and hyper-parameters (per-model tensors), so its training does not depend on which other
 models share the stack (up to float rounding: a batched product over another number of models may
 round its last bit differently, 1e-7 after a few epochs, which LIN's thresholded exits can amplify
-over a long run into a different but equally valid trajectory). Per-model decisions (LIN's inner-loop exits and aggressive phase, models
-that diverged) are masks. A model whose loss becomes non-finite is marked diverged and frozen; it
+over a long run into a different but equally valid trajectory). Per-model decisions (LIN's
+inner-loop exits and aggressive phase, models that diverged) are masks. A model whose loss becomes non-finite is marked diverged and frozen; it
 never stops the job or touches the other models. Long jobs checkpoint at epoch ends and resume.
 """
 
@@ -158,7 +158,7 @@ class Trainer:
         The steps run on a stack shrunk to the models still in the loop (:func:`substack`), shrunk
         again whenever half of them have left: otherwise one slow model keeps the whole stack
         stepping. Each model's draws come from its own stream as before, so its arithmetic does not
-        depend on which models share the loop."""
+        depend on which models share the loop (up to the rounding the module docstring describes)."""
         s = self.settings
         n, b = x_train.shape[0], x_batch.shape[1]
         k = self.model.noise_dim

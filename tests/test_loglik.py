@@ -14,7 +14,15 @@ import torch
 from fmvae import methods
 from fmvae.data import groundtruth
 from fmvae.evaluation import bound_invariants
-from fmvae.metrics.loglik import _log_marginal, best_estimate, bound_per_point, defensive_is_loglik, log_likelihood_estimates, quadrature_loglik, summarise
+from fmvae.metrics.loglik import (
+    _log_marginal,
+    best_estimate,
+    bound_per_point,
+    defensive_is_loglik,
+    log_likelihood_estimates,
+    quadrature_loglik,
+    summarise,
+)
 from fmvae.nn import BatchedVAE
 from fmvae.train.loop import Trainer
 

@@ -141,7 +141,8 @@ def _log_marginal(x: torch.Tensor, fz: torch.Tensor, log_w: torch.Tensor, sigma2
 
     With x and f scaled by 1/σ, −½‖x − f_j‖² = x·f_j − ½‖f_j‖² − ½‖x‖²: the last term leaves the sum
     over nodes, so each chunk is one matrix product with a per-node bias followed by a logsumexp
-    (three times faster than forming the differences; equal to 1e-12 in float64)."""
+    (three times faster than forming the differences). Moving ½‖x‖² out costs float64 rounding
+    of about 1e-16·‖x/σ‖² nats: 1e-12 at ‖x/σ‖² = 10⁴, far below every Monte Carlo error here."""
     m, n = fz.shape[0], x.shape[0]
     chunk = max(1, rows // fz.shape[1])
     out = torch.empty(m, n, dtype=torch.float64)

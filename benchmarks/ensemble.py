@@ -37,6 +37,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import BATCH, HIDDEN, LR, N_TRAIN, SIGMA2, STEPS_PER_EPOCH, D, K, make_data, measure, mlp, sync, time_batched
 
+from fmvae import runtime
 from fmvae.objectives.unsupervised import gaussian_kl_to_standard, log_normal
 
 
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/ensemble.json"))
     args = parser.parse_args()
+    runtime.flush_denormals()  # as every fmvae command does, before torch starts its threads
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     x_train, x_val = make_data()

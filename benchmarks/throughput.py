@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fmvae import methods
+from fmvae import methods, runtime
 from fmvae.nn import BatchedVAE
 from fmvae.objectives.unsupervised import gaussian_kl_to_standard, log_normal
 from fmvae.train.loop import Trainer
@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating batched/single measurements per row")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/throughput.json"))
     args = parser.parse_args()
+    runtime.flush_denormals()  # as every fmvae command does, before torch starts its threads
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -21,6 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fmvae import runtime
+
+runtime.flush_denormals()  # as every fmvae command does, before torch starts its threads
+
 REPO = Path(__file__).resolve().parents[1]
 # The device of the engine tests marked `gpu` (benchmarks/gpu_check.sh sets FMVAE_TEST_DEVICE=cuda).
 TEST_DEVICE = os.environ.get("FMVAE_TEST_DEVICE", "cpu")

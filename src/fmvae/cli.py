@@ -496,6 +496,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime.keep_freed_memory()
+    runtime.flush_denormals()  # before torch starts its threads, which copy the setting
     if args.threads > 0:
         import torch
 

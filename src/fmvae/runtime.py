@@ -7,6 +7,18 @@ glibc's malloc serves such sizes with fresh ``mmap`` pages and returns them to t
 :func:`keep_freed_memory` raises malloc's mmap and trim thresholds so freed memory is kept and
 reused. It changes no result, only where memory comes from; the cost is that a process keeps its
 peak heap until it exits. Set ``FMVAE_KEEP_FREED_MEMORY=0`` to leave malloc alone.
+
+:func:`flush_denormals` makes the CPU treat subnormal floats (below 1.2e-38 in float32) as zero.
+IWAE's gradient weighs each sample by its normalised importance weight, and most of those weights
+are far below 1e-38: the backward pass then multiplies subnormals, which x86 CPUs handle in
+microcode, tens of times slower than normal numbers. Measured on this project's 2-core CPU (one
+epoch, alternating, 3×50 networks, batch 100): IWAE S = 10, 40 models, 2 threads 2.5–3.0 → 1.0–1.1 s;
+M2-IWAE, 20 models, 1 thread 5.3–6.1 → 2.1–2.4 s; VAE, LIN and M2-VAE unchanged. The flushed
+values are below 1e-38 of the terms they are added to, so no bound or estimate moves beyond
+float32 rounding, but results are no longer bit-identical to an unflushed run. The setting is a
+thread's own and new threads copy it from the thread that starts them, so it must be made before
+PyTorch starts its thread pool (the CLI does it first thing). Set ``FMVAE_FLUSH_DENORMAL=0`` to
+keep subnormals (IEEE gradual underflow).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 THRESHOLD_BYTES = 1 << 30  # allocations up to 1 GiB come from (and return to) the heap
 _done = False
+_flushing: bool | None = None
 
 
 def keep_freed_memory() -> bool:
@@ -38,3 +51,16 @@ def keep_freed_memory() -> bool:
         _done = False
     log.debug("malloc keeps freed memory: %s", _done)
     return _done
+
+
+def flush_denormals() -> bool:
+    """Treat subnormal floats as zero on the CPU from now on (in this thread, and in the threads it
+    starts later); True if the CPU supports it (x86 with SSE3). Idempotent."""
+    global _flushing
+    if _flushing is None:
+        import torch
+
+        wanted = os.environ.get("FMVAE_FLUSH_DENORMAL", "1") != "0"
+        _flushing = bool(torch.set_flush_denormal(wanted)) and wanted
+        log.debug("subnormal floats flushed to zero: %s", _flushing)
+    return _flushing

@@ -108,6 +108,7 @@ class Trainer:
                  name: str = "train"):
         self.model, self.method, self.settings, self.name = model, method, settings, name
         runtime.keep_freed_memory()  # stacked activations: reuse freed memory, no page faults per step
+        runtime.flush_denormals()  # IWAE's backward is full of subnormals (runtime.py); a no-op after the CLI's
         device = model.log_sigma2.device
         self.device = device
         m = model.n_models

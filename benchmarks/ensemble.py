@@ -35,16 +35,15 @@ import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import BATCH, HIDDEN, LR, N_TRAIN, SIGMA2, STEPS_PER_EPOCH, D, K, make_data, measure, mlp, sync, time_batched
+from throughput import BATCH, HIDDEN, LR, N_TRAIN, SIGMA2, STEPS_PER_EPOCH, D, K, make_data, measure, mlp, single_loss, sync, time_batched
 
 from fmvae import runtime
-from fmvae.objectives.unsupervised import gaussian_kl_to_standard, log_normal
 
 
 class FuncEnsemble:
     """M VAEs as one ``torch.func`` computation with a batched (multi-tensor) Adam."""
 
-    def __init__(self, m: int, device, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, m: int, device, samples: int = 1, betas=(0.9, 0.999), eps=1e-8):
         torch.manual_seed(0)
         encoders = [mlp([D, *HIDDEN, 2 * K]) for _ in range(m)]
         decoders = [mlp([K, *HIDDEN, D]) for _ in range(m)]
@@ -56,17 +55,16 @@ class FuncEnsemble:
         self.params = [v.detach().to(device) for v in (*enc.values(), *dec.values())]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.betas, self.eps, self.t, self.m, self.device = betas, eps, 0, m, device
+        self.betas, self.eps, self.t, self.m, self.device, self.samples = betas, eps, 0, m, device, samples
         self.log_sigma2 = torch.full((D,), math.log(SIGMA2), device=device)
         self.step_fn = vmap(grad_and_value(self._loss))
 
     def _loss(self, params: tuple, x, noise):
         named = dict(zip(self.names, params))
-        out = functional_call(self.enc_base, {k[2:]: v for k, v in named.items() if k[0] == "e"}, (x,))
-        mean, log_var = out.split(K, dim=-1)
-        z = mean + torch.exp(0.5 * log_var) * noise
-        f = functional_call(self.dec_base, {k[2:]: v for k, v in named.items() if k[0] == "d"}, (z,))
-        return -(log_normal(x, f, self.log_sigma2) - gaussian_kl_to_standard(mean, log_var)).mean()
+        encoder = {k[2:]: v for k, v in named.items() if k[0] == "e"}
+        decoder = {k[2:]: v for k, v in named.items() if k[0] == "d"}
+        return single_loss(lambda h: functional_call(self.enc_base, encoder, (h,)),
+                           lambda z: functional_call(self.dec_base, decoder, (z,)), x, noise, self.log_sigma2)
 
     def _adam(self, grads) -> None:
         b1, b2 = self.betas
@@ -84,7 +82,7 @@ class FuncEnsemble:
         start = time.perf_counter()
         for _ in range(epochs):
             order = torch.argsort(torch.rand(self.m, N_TRAIN, device=self.device), dim=1)  # a permutation per model
-            noise = torch.randn(self.m, STEPS_PER_EPOCH, BATCH, K, device=self.device)
+            noise = torch.randn(self.m, STEPS_PER_EPOCH, BATCH, self.samples, K, device=self.device)
             for step in range(STEPS_PER_EPOCH):
                 x = x_train[order[:, step * BATCH:(step + 1) * BATCH]]
                 grads, _ = self.step_fn(tuple(self.params), x, noise[:, step])
@@ -93,8 +91,8 @@ class FuncEnsemble:
         return time.perf_counter() - start
 
 
-def time_func(m: int, x_train, device, min_seconds: float) -> dict:
-    ensemble = FuncEnsemble(m, device)
+def time_func(m: int, x_train, device, min_seconds: float, samples: int = 1) -> dict:
+    ensemble = FuncEnsemble(m, device, samples)
     x_train = x_train.to(device)
     warm = ensemble.train(x_train, 1)
     epochs, seconds = measure(lambda n: ensemble.train(x_train, n), warm, min_seconds)
@@ -108,6 +106,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=1, help="S: 1 trains VAEs, more trains IWAEs with S samples")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/ensemble.json"))
     args = parser.parse_args()
     runtime.flush_denormals()  # as every fmvae command does, before torch starts its threads
@@ -119,8 +118,8 @@ def main() -> None:
     for m in args.models:
         rounds = []
         for _ in range(args.rounds):
-            engine = time_batched(m, x_train, x_val, device, args.min_seconds)
-            func = time_func(m, x_train, device, args.min_seconds)
+            engine = time_batched(m, x_train, x_val, device, args.min_seconds, args.samples)
+            func = time_func(m, x_train, device, args.min_seconds, args.samples)
             rounds.append({"engine": engine, "torch_func": func,
                            "ratio": engine["model_steps_per_s"] / func["model_steps_per_s"]})
         row = {"models": m,
@@ -134,7 +133,9 @@ def main() -> None:
     result = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads,
                           "device": str(device), "loadavg": os.getloadavg()},
               "setup": {"data_dim": D, "latent_dim": K, "hidden": list(HIDDEN), "batch_size": BATCH, "n_train": N_TRAIN,
-                        "lr": LR, "method": "vae (ELBO, one sample, fixed sigma^2)"},
+                        "lr": LR, "samples": args.samples,
+                        "method": ("vae (ELBO, one sample" if args.samples == 1 else f"iwae (S={args.samples}")
+                        + ", fixed sigma^2)"},
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -4,14 +4,15 @@ What it measures, for M = 1, 10, 100, 1000 models (``--models``):
 
 * ``batched``: ``fmvae.train.loop.Trainer`` training a ``BatchedVAE`` of M MFG-VAEs (method
   "vae": ELBO, one reparameterised sample, Adam lr 1e-3, batch 100) on 5000 points, i.e. 50
-  steps per epoch. One warm-up epoch, then whole epochs, at least ``--min-seconds`` in total.
+  steps per epoch; with ``--samples S`` > 1 the models are IWAEs (method "iwae", S samples). One warm-up epoch, then whole epochs, at least ``--min-seconds`` in total.
 * ``single``: a plain PyTorch loop for ONE model (nn.Sequential encoder/decoder, fixed sigma^2,
   the same ELBO, torch.optim.Adam, mini-batches from a per-epoch index permutation), models
   trained one after another. The models are independent and identical in cost, so only the
   first min(M, ``--single-models``) are timed (after a warm-up epoch) and the per-model-step time
   is extrapolated to M models; the JSON row says how many were timed.
 
-Both use the same network (D=2, K=1, 3x50 leaky-ReLU) and the same ``torch.set_num_threads``.
+Both use the same network (D=2, K=1, 3x50 leaky-ReLU), the same objective (:func:`single_loss`)
+and the same ``torch.set_num_threads``, with subnormal floats flushed as every ``fmvae`` command does.
 Throughput is model-steps per second = models x optimiser steps / wall seconds. Each row alternates
 the two measurements for ``--rounds`` rounds (default 3) and reports the medians, with the ratio
 the median of the per-round ratios: on a shared 2-core machine the one-at-a-time loop alone moves by
@@ -58,12 +59,26 @@ N_TRAIN, BATCH, LR = 5000, 100, 1e-3
 STEPS_PER_EPOCH = N_TRAIN // BATCH
 
 
-def flops_per_model_step() -> float:
-    """Forward+backward FLOPs of one optimiser step of one model (≈ 3 x forward matmul FLOPs)."""
-    encoder = [D, *HIDDEN, 2 * K]
-    decoder = [K, *HIDDEN, D]
-    forward = sum(2 * a * b for sizes in (encoder, decoder) for a, b in pairwise(sizes))
-    return 3 * forward * BATCH
+def flops_per_model_step(samples: int = 1) -> float:
+    """Forward+backward FLOPs of one optimiser step of one model (≈ 3 x forward matmul FLOPs); the
+    decoder runs once per sample."""
+    encoder = sum(2 * a * b for a, b in pairwise([D, *HIDDEN, 2 * K]))
+    decoder = sum(2 * a * b for a, b in pairwise([K, *HIDDEN, D]))
+    return 3 * (encoder + samples * decoder) * BATCH
+
+
+def single_loss(encode, decode, x: torch.Tensor, noise: torch.Tensor, log_sigma2: torch.Tensor) -> torch.Tensor:
+    """One model's loss on a batch x (B, D) with noise (B, S, K): −ELBO for S = 1 (analytic KL), the
+    −IWAE bound for S > 1, the same objectives as the engine's methods "vae" and "iwae"."""
+    mean, log_var = encode(x).split(K, dim=-1)
+    s = noise.shape[-2]
+    if s == 1:
+        z = mean + torch.exp(0.5 * log_var) * noise[:, 0]
+        return -(log_normal(x, decode(z), log_sigma2) - gaussian_kl_to_standard(mean, log_var)).mean()
+    z = mean[:, None] + torch.exp(0.5 * log_var)[:, None] * noise  # (B, S, K)
+    log_w = (log_normal(x[:, None], decode(z), log_sigma2) + log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+             - log_normal(z, mean[:, None], log_var[:, None]))
+    return -(torch.logsumexp(log_w, 1) - math.log(s)).mean()
 
 
 def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,14 +122,15 @@ def peak_matmul_gflops(device: torch.device, n: int = 2048, min_seconds: float =
 
 
 # -- batched trainer -----------------------------------------------------------------------------
-def time_batched(m: int, x_train, x_val, device, min_seconds: float) -> dict:
+def time_batched(m: int, x_train, x_val, device, min_seconds: float, samples: int = 1) -> dict:
     model = BatchedVAE(m, D, K, HIDDEN, SLOPE, seeds=list(range(m)), sigma2_init=torch.tensor(SIGMA2),
                        learn_sigma2=False).to(device)
     x_train, x_val = x_train.to(device), x_val.to(device)
 
     def train(epochs: int) -> float:  # a fresh Trainer (new Adam state) continuing from the model
         settings = {"epochs": epochs, "batch_size": BATCH, "lr": LR, "log_every_epochs": 0}
-        trainer = Trainer(model, methods.get("vae"), {}, settings, seeds=list(range(m)))
+        method, hyper = (methods.get("vae"), {}) if samples == 1 else (methods.get("iwae"), {"S": [samples] * m})
+        trainer = Trainer(model, method, hyper, settings, seeds=list(range(m)))
         sync(device)
         start = time.perf_counter()
         trainer.run(x_train, x_val)
@@ -137,7 +153,7 @@ def mlp(sizes) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def train_single(seed: int, x_train: torch.Tensor, epochs: int) -> float:
+def train_single(seed: int, x_train: torch.Tensor, epochs: int, samples: int = 1) -> float:
     """Train one VAE for ``epochs``; returns the seconds spent in the training loop."""
     torch.manual_seed(seed)
     encoder, decoder = mlp([D, *HIDDEN, 2 * K]), mlp([K, *HIDDEN, D])
@@ -147,23 +163,20 @@ def train_single(seed: int, x_train: torch.Tensor, epochs: int) -> float:
     start = time.perf_counter()
     for _ in range(epochs):
         order = torch.randperm(N_TRAIN, generator=g)
-        noise = torch.randn(STEPS_PER_EPOCH, BATCH, K, generator=g)
+        noise = torch.randn(STEPS_PER_EPOCH, BATCH, samples, K, generator=g)
         for step in range(STEPS_PER_EPOCH):
             x = x_train[order[step * BATCH:(step + 1) * BATCH]]
-            mean, log_var = encoder(x).split(K, dim=-1)
-            z = mean + torch.exp(0.5 * log_var) * noise[step]
-            elbo = log_normal(x, decoder(z), log_sigma2) - gaussian_kl_to_standard(mean, log_var)
-            loss = -elbo.mean()
+            loss = single_loss(encoder, decoder, x, noise[step], log_sigma2)
             opt.zero_grad()
             loss.backward()
             opt.step()
     return time.perf_counter() - start
 
 
-def time_single(m: int, x_train, max_models: int, min_seconds: float) -> dict:
+def time_single(m: int, x_train, max_models: int, min_seconds: float, samples: int = 1) -> dict:
     timed = min(m, max_models)
-    warm = train_single(10 ** 6, x_train, 1)  # warm-up epoch (a model not counted)
-    epochs, seconds = measure(lambda n: sum(train_single(seed, x_train, n) for seed in range(timed)),
+    warm = train_single(10 ** 6, x_train, 1, samples)  # warm-up epoch (a model not counted)
+    epochs, seconds = measure(lambda n: sum(train_single(seed, x_train, n, samples) for seed in range(timed)),
                               warm * timed, min_seconds)
     return {"models_timed": timed, "epochs_per_model": epochs, "seconds": seconds,
             "extrapolated": timed < m,
@@ -181,6 +194,7 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--single-models", type=int, default=3, help="single-loop models timed per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating batched/single measurements per row")
+    parser.add_argument("--samples", type=int, default=1, help="S: 1 trains VAEs, more trains IWAEs with S samples")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/throughput.json"))
     args = parser.parse_args()
     runtime.flush_denormals()  # as every fmvae command does, before torch starts its threads
@@ -192,7 +206,7 @@ def main() -> None:
     started = time.perf_counter()
     x_train, x_val = make_data()
     peak = peak_matmul_gflops(device)
-    flops = flops_per_model_step()
+    flops = flops_per_model_step(args.samples)
 
     rows = []
     print(f"peak matmul: {peak:.1f} GFLOP/s on {device}, {args.threads} threads")
@@ -200,8 +214,8 @@ def main() -> None:
     for m in args.models:
         rounds = []
         for _ in range(args.rounds):
-            batched = time_batched(m, x_train, x_val, device, args.min_seconds)
-            single = time_single(m, x_train, args.single_models, args.min_seconds)
+            batched = time_batched(m, x_train, x_val, device, args.min_seconds, args.samples)
+            single = time_single(m, x_train, args.single_models, args.min_seconds, args.samples)
             rounds.append({"batched": batched, "single": single,
                            "ratio": batched["model_steps_per_s"] / single["model_steps_per_s"]})
         rate = statistics.median(r["batched"]["model_steps_per_s"] for r in rounds)
@@ -224,7 +238,8 @@ def main() -> None:
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "setup": {"data_dim": D, "latent_dim": K, "hidden": HIDDEN, "negative_slope": SLOPE,
+        "setup": {"method": "vae" if args.samples == 1 else f"iwae S={args.samples}", "samples": args.samples,
+                  "data_dim": D, "latent_dim": K, "hidden": HIDDEN, "negative_slope": SLOPE,
                   "n_train": N_TRAIN, "batch_size": BATCH, "steps_per_epoch": STEPS_PER_EPOCH, "lr": LR,
                   "sigma2": SIGMA2, "min_seconds": args.min_seconds, "rounds": args.rounds,
                   "flops_per_model_step": flops,

@@ -29,3 +29,19 @@ def test_throughput_is_interpolated_log_log_and_clamped():
     assert plan.throughput_at(bench, 1000) == pytest.approx(10000)
     jobs = [{"models": 10, "vae_step_equivalents": 3162.2776601683795 * 7}]
     assert plan.estimate_seconds(jobs, bench) == pytest.approx(7)
+
+
+def test_priorities_start_the_costliest_chains_first():
+    config = cfg.load_config(REPO / "config" / "config.yaml")
+    jobs = [j for j in plan.training_jobs(config) if j["rule"] == "train"]
+    priority = plan.priorities(config)
+    # every training job ranks by its own estimated cost
+    for job in jobs:
+        assert priority["train"][(job["experiment"], job["dataset"], job["method"])] == pytest.approx(
+            job["vae_step_equivalents"] / 1e6)
+    # a data set's chain outranks each training job on it and ranks by the training it feeds
+    for dataset, value in priority["dataset"].items():
+        mine = [j["vae_step_equivalents"] / 1e6 for j in jobs if j["dataset"] == dataset]
+        assert value == pytest.approx(sum(mine)) and value >= max(mine)
+    ranked = sorted(priority["dataset"], key=priority["dataset"].get, reverse=True)
+    assert set(ranked[:2]) == {"discrete_semicircle", "continuous_semicircle"}  # M2 with IWAE and LIN

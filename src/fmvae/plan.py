@@ -95,6 +95,27 @@ def training_jobs(config: dict, lin_factor: float = LIN_FACTOR) -> list[dict]:
     return rows
 
 
+def priorities(config: dict) -> dict:
+    """Scheduling priorities [choice]: when more jobs are ready than there are cores, Snakemake starts
+    the one of highest priority first. A training job's priority is its estimated cost (VAE-step
+    equivalents, :func:`training_jobs`), so the longest jobs start first; a data set's jobs (its
+    surrogate fit, its simulation, its φ_GT fits) get the estimated cost of all training on that set,
+    so the chain in front of the costliest experiments starts first instead of whenever the DAG's
+    order reaches it (in the default run the continuous semi-circle's surrogate was fitted last, and
+    its M2 chain ran alone on one of the two cores for the run's last minutes). Evaluations keep
+    Snakemake's default (0). Returns {"dataset": {name: priority}, "train": {(experiment, dataset,
+    method): priority}}, in millions of VAE-step equivalents."""
+    out: dict = {"dataset": {}, "train": {}}
+    for job in training_jobs(config):
+        if job["rule"] != "train":
+            continue
+        cost = job["vae_step_equivalents"] / 1e6
+        key = (job["experiment"], job["dataset"], job["method"])
+        out["train"][key] = max(out["train"].get(key, 0.0), cost)
+        out["dataset"][job["dataset"]] = out["dataset"].get(job["dataset"], 0.0) + cost
+    return out
+
+
 def _with_own_bin_on_path() -> dict[str, str]:
     """The environment, with this interpreter's bin folder (where ``fmvae`` is installed) first on
     PATH: the Snakefile checks for the command, and ``.venv/bin/fmvae plan`` runs unactivated."""

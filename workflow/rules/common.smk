@@ -81,6 +81,7 @@ def figure_style():
 
 from fmvae import methods as registered_methods
 from fmvae.report.tables import TABLES
+from fmvae import plan
 from fmvae.train.protocol import part_count
 
 EXPERIMENTS = cfg.experiment_names(config)
@@ -92,6 +93,19 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS) or "none",
     method="|".join(map(re.escape, METHOD_NAMES)),
     part=r"\d+",
+
+
+# Which ready job starts first when the cores are busy: the costliest training, and the data chains
+# in front of it (fmvae.plan.priorities).
+PRIORITY = plan.priorities(config)
+
+
+def dataset_priority(w):
+    return PRIORITY["dataset"].get(w.dataset, 0)
+
+
+def train_priority(w):
+    return PRIORITY["train"].get((w.experiment, w.dataset, w.method), 0)
 
 
 def experiment_jobs(experiment):

@@ -12,6 +12,7 @@ rule fit_surrogate:
         "results/logs/fit_surrogate/{dataset}.log",
     benchmark:
         "results/benchmarks/fit_surrogate/{dataset}.tsv"
+    priority: dataset_priority
     conda:
         ENV
     threads: 2
@@ -32,6 +33,7 @@ rule simulate_dataset:
         "results/data/{dataset}/v{version}.h5",
     log:
         "results/logs/simulate_dataset/{dataset}/v{version}.log",
+    priority: dataset_priority
     conda:
         ENV
     threads: 1
@@ -69,6 +71,7 @@ rule prepare_uci:
         "results/data/{dataset}/split{split}.h5",
     log:
         "results/logs/prepare_uci/{dataset}/split{split}.log",
+    priority: dataset_priority
     conda:
         ENV
     threads: 1

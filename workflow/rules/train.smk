@@ -16,6 +16,7 @@ rule fit_gt_encoder:
         "results/logs/fit_gt_encoder/{dataset}/v{version}.log",
     benchmark:
         "results/benchmarks/fit_gt_encoder/{dataset}/v{version}.tsv"
+    priority: dataset_priority
     conda:
         ENV
     threads: 1
@@ -58,6 +59,7 @@ rule train:
         "results/logs/train/{experiment}/{dataset}/v{version}/{method}/part{part}.log",
     benchmark:
         "results/benchmarks/train/{experiment}/{dataset}/v{version}/{method}/part{part}.tsv"
+    priority: train_priority
     conda:
         ENV
     threads: 1

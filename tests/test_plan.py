@@ -18,7 +18,7 @@ def test_training_jobs_match_the_dag_and_count_models_and_steps():
     steps = config["training"]["epochs"] * (config["data"]["n_train"] // config["training"]["batch_size"])
     iwae = next(j for j in jobs if j["experiment"] == "unsupervised" and j["method"] == "iwae")
     assert iwae["models"] == 2 and iwae["steps_per_model"] == steps  # 1 + 1 restarts, S = 3
-    assert iwae["vae_step_equivalents"] == pytest.approx(2 * steps * (1 + 3) / 2)
+    assert iwae["vae_step_equivalents"] == pytest.approx(2 * steps * (plan.IWAE_BASE + plan.IWAE_PER_SAMPLE * 3))
 
 
 def test_throughput_is_interpolated_log_log_and_clamped():

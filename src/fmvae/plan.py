@@ -8,16 +8,19 @@ throughput measurement of ``benchmarks/throughput.py`` (batched model-steps per 
 number of models, interpolated log-log between the measured rows).
 
 Relative costs of a step [choice, stated so the estimate can be checked]: an IWAE step with S
-samples costs (1 + S)/2 VAE steps (one encoder pass, S decoder passes); a LIN step costs
+samples costs ``IWAE_BASE + IWAE_PER_SAMPLE`` · S VAE steps (one encoder pass, S decoder passes;
+measured with subnormals flushed, 10 models, one thread, medians of 2 rounds on 2026-12-04:
+1.59 / 3.37 / 6.58 VAE steps at S = 3 / 10 / 20, fitted by 0.6 + 0.3 S; before the flush it was
+about (1 + S)/2, 5.3 at S = 10, because IWAE's backward pass multiplied subnormals); a LIN step costs
 ``lin_factor`` VAE steps (its aggressive inner loop; default 10, the ratio of the mean LIN to the
 mean VAE training job measured in the default run on 2026-12-03: 10.3 on Figure-8, 3 versions, and
 9.5 for M2 on the continuous semi-circle, 2 versions; an earlier run measured 4.4 — the ratio depends
 on how long the slowest model of a stack stays aggressive. Both were measured while the inner loop
 still stepped the whole stack; it now steps only the models still in it, which made those jobs
 1.6-1.9x faster, and the factor has not been re-measured since); an M2 step costs ``M2_FACTOR`` times its
-unsupervised counterpart (two bounds per point and three inference networks; measured 2.2–2.7× at
-16 models on one thread: m2_vae 2 254–2 415 against vae 5 926–6 594 model-steps/s, m2_iwae 279
-against iwae 607 at S = 20); wider hidden layers cost (width / 50)² (the hidden products dominate).
+unsupervised counterpart (two bounds per point and three inference networks; measured 2.35× at 10
+models on one thread with subnormals flushed, m2_vae against vae and m2_iwae against iwae at S = 10
+alike; 2.2–2.7× before the flush); wider hidden layers cost (width / 50)² (the hidden products dominate).
 The estimate is for the benchmark's network (3×50, D = 2) otherwise; wider inputs cost somewhat more.
 """
 
@@ -40,7 +43,8 @@ from fmvae.data import groundtruth
 from fmvae.train.protocol import parts
 
 LIN_FACTOR = 10.0
-M2_FACTOR = 2.5
+M2_FACTOR = 2.35
+IWAE_BASE, IWAE_PER_SAMPLE = 0.6, 0.3
 REAL_ROWS = {"diabetic_retinopathy": 1151, "contraceptive": 1473, "titanic": 2201}  # docs/methods.md §1
 
 
@@ -55,7 +59,7 @@ def step_cost(method: str, hyper: dict, lin_factor: float = LIN_FACTOR, width: i
     """Cost of one optimiser step of one model, in VAE steps (of the 3×50 network)."""
     registered = methods.get(method)
     if registered.samples_from:
-        cost = (1 + hyper["S"]) / 2
+        cost = IWAE_BASE + IWAE_PER_SAMPLE * hyper["S"]
     else:
         cost = lin_factor if registered.schedule == "lagging" else 1.0
     return cost * (M2_FACTOR if registered.semi_supervised else 1.0) * (width / 50) ** 2
@@ -188,6 +192,6 @@ def report(configfiles, snakefile: Path, benchmarks: dict[str, Path], lin_factor
         where = machine.get("gpu") or f"{machine['threads']} CPU thread(s)"
         lines.append(f"- {label}: {seconds / 3600:.1f} hours of training one job after another on {where} "
                      f"({path}); spread over P parallel workers, about {seconds / 3600:.1f}/P hours.")
-    lines += ["", (f"Step costs: IWAE (1 + S)/2, LIN {lin_factor} VAE steps, M2 × {M2_FACTOR}, width w × (w/50)² "
+    lines += ["", (f"Step costs: IWAE {IWAE_BASE} + {IWAE_PER_SAMPLE} S, LIN {lin_factor} VAE steps, M2 × {M2_FACTOR}, width w × (w/50)² "
                    "(see `fmvae.plan`).")]
     return "\n".join(lines) + "\n"

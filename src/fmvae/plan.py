@@ -105,9 +105,9 @@ def priorities(config: dict) -> dict:
     equivalents, :func:`training_jobs`), so the longest jobs start first; a data set's jobs (its
     surrogate fit, its simulation, its φ_GT fits) get the estimated cost of all training on that set,
     so the chain in front of the costliest experiments starts first instead of whenever the DAG's
-    order reaches it (in the default run the continuous semi-circle's surrogate was fitted last, and
-    its M2 chain ran alone on one of the two cores for the run's last minutes). Evaluations keep
-    Snakemake's default (0). Returns {"dataset": {name: priority}, "train": {(experiment, dataset,
+    order reaches it. A two-thread surrogate fit still waits while one-thread jobs keep a core busy:
+    Snakemake fills a single free core with the best job that fits. Evaluations keep Snakemake's
+    default (0). Returns {"dataset": {name: priority}, "train": {(experiment, dataset,
     method): priority}}, in millions of VAE-step equivalents."""
     out: dict = {"dataset": {}, "train": {}}
     for job in training_jobs(config):

@@ -15,7 +15,8 @@ microcode, tens of times slower than normal numbers. Measured on this project's 
 epoch, alternating, 3×50 networks, batch 100): IWAE S = 10, 40 models, 2 threads 2.5–3.0 → 1.0–1.1 s;
 M2-IWAE, 20 models, 1 thread 5.3–6.1 → 2.1–2.4 s; VAE, LIN and M2-VAE unchanged. The flushed
 values are below 1e-38 of the terms they are added to, so no bound or estimate moves beyond
-float32 rounding, but results are no longer bit-identical to an unflushed run. The setting is a
+float32 rounding (a default run printed the same numbers in every table with and without the
+flush; whether its weights are bit-identical was not checked). The setting is a
 thread's own and new threads copy it from the thread that starts them, so it must be made before
 PyTorch starts its thread pool (the CLI does it first thing). Set ``FMVAE_FLUSH_DENORMAL=0`` to
 keep subnormals (IEEE gradual underflow).

@@ -92,6 +92,26 @@ def test_log_marginal_equals_the_direct_mixture_density():
     np.testing.assert_allclose(_log_marginal(x, fz, log_w, sigma2, rows=7 * 300), direct, rtol=1e-10, atol=1e-9)
 
 
+def test_log_marginal_on_a_wide_grid_equals_the_sum_over_every_node():
+    """On a [−40, 40] grid a point whose posterior sits in the prior's tail (z ≈ 25) needs the far
+    nodes and one near the origin does not: the sum that stops once the remaining nodes cannot
+    matter equals the logsumexp over all of them, for an isotropic and an anisotropic σ², and for
+    chunks smaller than one point's nodes."""
+    z = torch.linspace(-40, 40, 40_001, dtype=torch.float64)
+    log_w = torch.distributions.Normal(0.0, 1.0).log_prob(z) + math.log(80 / 40_000)
+    curve = torch.stack([z, 0.5 * z, torch.sin(z)], 1)  # (J, 3)
+    fz = torch.stack([curve, 1.3 * curve + 0.1])
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([curve[[20_000, 20_400, 21_000, 32_500]] + 0.05 * torch.randn(4, 3, generator=g, dtype=torch.float64),
+                   torch.tensor([[0.0, 9.0, 0.0], [60.0, 0.0, 0.0]], dtype=torch.float64)])
+    sigma2 = torch.tensor([[0.01, 0.01, 0.01], [0.3, 0.02, 0.05]], dtype=torch.float64)
+    direct = np.stack([torch.logsumexp(log_w + torch.distributions.Normal(fz[m], sigma2[m].sqrt()).log_prob(x[:, None]).sum(-1), 1).numpy()
+                       for m in range(2)])
+    assert direct[0, 3] > direct[0, 0] - 400  # the tail point's total is not negligible: its own posterior is far out
+    for rows in (250_000, 5_000):
+        np.testing.assert_allclose(_log_marginal(x, fz, log_w, sigma2, rows=rows), direct, rtol=1e-12, atol=1e-10)
+
+
 def test_defensive_sampling_finds_the_mode_that_q_misses(trained, data):
     """With q pushed onto one end of the curve, q-proposal importance sampling misses the posterior
     mass elsewhere; the defensive mixture ½ q + ½ p(z) does not."""

@@ -72,11 +72,21 @@ def test_fused_adam_matches_elementwise_adam_and_leaves_inactive_models_alone():
     assert torch.allclose(fused.exp_avg_sq[0], plain.exp_avg_sq[0], rtol=1e-4)
 
 
-def test_fused_adam_falls_back_when_active_models_have_different_step_counts():
+def test_models_with_their_own_step_counts_need_the_elementwise_adam():
+    """A model that comes back after missing steps has its own bias correction: the elementwise form
+    applies it, and a fused optimiser (whose models share one count) reports the broken premise."""
     p = torch.zeros(2, 3, requires_grad=True)
-    opt = BatchedAdam([p], 2, 0.1, fused=True)
+    opt = BatchedAdam([p], 2, 0.1, fused=False)
     p.grad = torch.ones(2, 3)
     opt.step(torch.tensor([True, False]))
     opt.step(torch.tensor([True, True]))  # counts 2 and 1: the per-model bias correction
     # Adam's first step moves each coordinate by lr (bias-corrected), whatever the count
     assert p.detach()[1].tolist() == pytest.approx([-0.1] * 3, rel=1e-5) and p.detach()[0].tolist() == pytest.approx([-0.2] * 3, rel=1e-5)
+    q = torch.zeros(2, 3, requires_grad=True)
+    fused = BatchedAdam([q], 2, 0.1, fused=True)
+    q.grad = torch.ones(2, 3)
+    fused.step(torch.tensor([True, False]))
+    fused.check_lockstep()  # a model that left: still lockstep
+    fused.step(torch.tensor([True, True]))
+    with pytest.raises(RuntimeError, match="lockstep"):
+        fused.check_lockstep()

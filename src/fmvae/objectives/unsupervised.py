@@ -47,10 +47,12 @@ def log_mean_weights(log_w: torch.Tensor, hyper: dict | None) -> torch.Tensor:
     """logsumexp_s log w_s − log S over the last axis of (M, N, S_max) log-weights, model m using
     its first ``hyper['S'][m]`` samples (all S_max without ``S``), so models with different S share a stack."""
     m, _, s_max = log_w.shape
-    samples = hyper["S"] if hyper and "S" in hyper else torch.full((m,), s_max, device=log_w.device)
-    if bool((samples != s_max).any()):
+    if hyper and "S" in hyper:  # masked always (not only where some S < S_max): no read from the device
+        samples = hyper["S"]
         used = torch.arange(s_max, device=log_w.device)[None, :] < samples[:, None]  # (M, S)
         log_w = log_w.masked_fill(~used[:, None, :], float("-inf"))
+    else:
+        samples = torch.full((m,), s_max, device=log_w.device)
     return torch.logsumexp(log_w, dim=-1) - torch.log(samples.to(log_w.dtype))[:, None]
 
 

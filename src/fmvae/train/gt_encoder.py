@@ -518,7 +518,7 @@ class CosineAdam(BatchedAdam):
 
     @property
     def lr(self) -> float:
-        done = float(self.steps.max()) if hasattr(self, "steps") and len(self.steps) else 0.0
+        done = getattr(self, "taken", 0)  # the fused count: host-side, so reading it does not sync
         return self.base_lr * 0.5 * (1 + math.cos(math.pi * min(done, self.total) / self.total))
 
     @lr.setter

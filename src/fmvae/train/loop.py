@@ -125,7 +125,7 @@ class Trainer:
         self.opt_decoder = BatchedAdam([] if freeze_decoder else model.decoder_parameters(), m, settings["lr"],
                                        fused=True)
         self.diverged = torch.zeros(m, dtype=torch.bool, device=device)
-        self.diverged_epoch = torch.full((m,), -1, dtype=torch.long)
+        self.diverged_epoch = torch.full((m,), -1, dtype=torch.long, device=device)
         self.aggressive = torch.full((m,), self.lagging, dtype=torch.bool, device=device)
         self.aggressive_epochs = torch.zeros(m, dtype=torch.long)
         self.mi_best = torch.full((m,), -math.inf, device=device)
@@ -140,11 +140,13 @@ class Trainer:
         :func:`substack`, ``members`` (the stack's positions of the models present) and their
         ``hyper`` map the shrunk stack's models back to the trainer's masks."""
         loss = -self.objective(self.model, x, eps, self.hyper if hyper is None else hyper).mean(1)
-        bad = ~torch.isfinite(loss) & live
-        if bool(bad.any()):
-            full = bad if members is None else torch.zeros_like(self.diverged).index_fill_(0, members[bad], True)
-            self.diverged |= full
-            self.diverged_epoch[full.cpu() & (self.diverged_epoch < 0)] = self.epoch
+        bad = ~torch.isfinite(loss) & live  # on the device: no read back per step (optim.py)
+        full = bad
+        if members is not None:
+            full = torch.zeros_like(self.diverged)
+            full[members] = bad
+        self.diverged_epoch = torch.where(full & ~self.diverged, self.epoch, self.diverged_epoch)
+        self.diverged |= full
         diverged = self.diverged if members is None else self.diverged[members]
         keep = live & ~diverged
         self.opt_encoder.zero_grad()
@@ -223,6 +225,8 @@ class Trainer:
                 self.opt_decoder.step(active)
                 self.opt_encoder.step(active & ~self.aggressive)
             self.curve[:, epoch] = torch.where(self.diverged, math.nan, total / n_steps).cpu()
+            self.opt_encoder.check_lockstep()
+            self.opt_decoder.check_lockstep()
             if self.lagging:
                 self._end_of_epoch_lagging(x_val)
             if s.get("log_every_epochs") and ((epoch + 1) % s["log_every_epochs"] == 0 or epoch + 1 == s["epochs"]):
@@ -237,7 +241,7 @@ class Trainer:
             if checkpoint is not None and time.monotonic() - last_checkpoint >= s.get("checkpoint_every_s", math.inf):
                 self._save(checkpoint)
                 last_checkpoint = time.monotonic()
-        return TrainResult(self.curve.numpy(), self.diverged.cpu().numpy(), self.diverged_epoch.numpy(),
+        return TrainResult(self.curve.numpy(), self.diverged.cpu().numpy(), self.diverged_epoch.cpu().numpy(),
                            self.aggressive_epochs.numpy(), n_steps * s["epochs"], time.perf_counter() - started)
 
     def _end_of_epoch_lagging(self, x_val: torch.Tensor) -> None:

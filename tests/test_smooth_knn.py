@@ -134,3 +134,12 @@ def test_on_data_with_repeated_rows_a_continuous_sample_scores_high_however_clos
     continuous = rng.standard_normal((300, 3)), rng.standard_normal((300, 3))
     noisy = continuous[0] + 0.05 * rng.standard_normal((300, 3))
     assert abs(smooth_knn_statistic(noisy, continuous[1], alpha=10.0)) < 3
+
+
+def test_the_blocked_sum_with_the_transpose_equals_the_whole_product():
+    """Σ_ij μ_ij μ_ji summed over pairs of blocks, for a size that no block divides."""
+    from fmvae.metrics.smooth_knn import _sum_with_transpose
+
+    mu = torch.rand(700, 700, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for block in (256, 64, 700, 1000):
+        assert _sum_with_transpose(mu, block) == pytest.approx(float((mu * mu.T).sum()), rel=1e-13)

@@ -2,7 +2,7 @@
 # The GPU check: on a machine with CUDA, run the engine's correctness tests on the GPU (stack
 # independence of VAE, IWAE, LIN and M2 models, divergence isolation, LIN's phase, checkpoint resume:
 # the tests marked `gpu`), then the throughput benchmark up to 10 000 models, written where
-# `fmvae plan --gpu-benchmark` reads it. Budget: under 8 minutes on one GPU.
+# `fmvae plan --gpu-benchmark` reads it, and the two kinds of random streams (benchmarks/streams.py). Budget: under 8 minutes on one GPU.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, in the activated environment
 #   fmvae plan config/paper.yaml --gpu-benchmark results/benchmarks/throughput_gpu.json
@@ -17,3 +17,7 @@ start=$(date +%s)
 timeout 240 python benchmarks/throughput.py --device cuda --models 1 10 100 1000 10000 --rounds 2 --min-seconds 1 \
   --out results/benchmarks/throughput_gpu.json
 echo "throughput benchmark: $(( $(date +%s) - start )) s -> results/benchmarks/throughput_gpu.json"
+start=$(date +%s)
+timeout 90 python benchmarks/streams.py --device cuda --models 100 1000 10000 --generator-max 1000 --rounds 2 \
+  --out results/benchmarks/streams_gpu.json
+echo "streams benchmark: $(( $(date +%s) - start )) s -> results/benchmarks/streams_gpu.json (training.streams: auto picks counter on a GPU; this measures whether it should)"

@@ -42,12 +42,14 @@ GRIDS = {"vae": {}, "iwae": {"S": np.array([1, 3, 5])},
          "lin": {"T": np.array([0.05, 0.1, 0.05]), "R": np.array([2, 2, 4])}}
 
 
+@pytest.mark.parametrize("streams", ["generator", "counter"])
 @pytest.mark.parametrize("method", sorted(GRIDS))
-def test_a_model_trains_the_same_alone_or_in_a_stack(method, x):
-    stacked, _, _ = _train(SEEDS, method, GRIDS[method], x)
+def test_a_model_trains_the_same_alone_or_in_a_stack(method, streams, x):
+    settings = {**SETTINGS, "streams": streams}
+    stacked, _, _ = _train(SEEDS, method, GRIDS[method], x, settings=settings)
     together = stacked.state_arrays()
     for i, seed in enumerate(SEEDS):
-        alone, _, _ = _train([seed], method, {k: v[i:i + 1] for k, v in GRIDS[method].items()}, x)
+        alone, _, _ = _train([seed], method, {k: v[i:i + 1] for k, v in GRIDS[method].items()}, x, settings=settings)
         for name, value in alone.state_arrays().items():
             assert torch.allclose(together[name][i], value[0], atol=1e-5), (method, i, name)
     # ...and the models really differ from one another (distinct seeds, distinct results).
@@ -119,8 +121,9 @@ def test_lin_aggressive_phase_ends(x):
     assert (result.aggressive_epochs >= 2).all() and (result.aggressive_epochs < 30).all()
 
 
-def test_a_killed_job_resumes_from_its_checkpoint_to_the_same_result(x, tmp_path, monkeypatch):
-    settings = {**SETTINGS, "epochs": 4, "checkpoint_every_s": 0}
+@pytest.mark.parametrize("streams", ["generator", "counter"])
+def test_a_killed_job_resumes_from_its_checkpoint_to_the_same_result(streams, x, tmp_path, monkeypatch):
+    settings = {**SETTINGS, "epochs": 4, "checkpoint_every_s": 0, "streams": streams}
     reference, _, _ = _train(SEEDS, "lin", GRIDS["lin"], x, settings=settings)
     checkpoint = tmp_path / "part0.h5.ckpt"
     original = Trainer._save

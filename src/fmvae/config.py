@@ -295,7 +295,7 @@ def experiment_spec(config: dict, experiment: str, dataset: str, method: str) ->
         "experiment": experiment, "dataset": dataset, "method": method, "seed": config["seed"],
         "grid": grid, "restarts": restarts, "sigma2": entry["sigma2"], "selection": entry["selection"],
         **({"latent_dim": latent_dim} if latent_dim is not None else {}),  # absent: the true K
-        "training": {**{k: training[k] for k in ("device", "negative_slope", "batch_size", "lr",
+        "training": {**{k: training[k] for k in ("device", "streams", "negative_slope", "batch_size", "lr",
                                                    "sigma2_init_random", "checkpoint_every_s", "log_every_epochs")},
                      "hidden": entry.get("hidden", training["hidden"]),
                      "epochs": entry.get("epochs", training["epochs"]), **training["lin"],
@@ -325,7 +325,7 @@ def gt_encoder_spec(config: dict, dataset: str) -> dict:
     if groundtruth.get(dataset).latent_dim != 1:
         gt_settings.pop("quadrature", None)
     return {"dataset": dataset, "seed": config["seed"], "restarts": gt["restarts"],
-            "training": {**{k: training[k] for k in ("device", "hidden", "negative_slope", "batch_size", "lr",
+            "training": {**{k: training[k] for k in ("device", "streams", "hidden", "negative_slope", "batch_size", "lr",
                                                        "checkpoint_every_s", "log_every_epochs")},
                          "epochs": gt["epochs"],
                          **({"m2": training["m2"]} if groundtruth.get(dataset).label else {})},

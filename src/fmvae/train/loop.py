@@ -25,7 +25,7 @@ from fmvae import runtime, store
 from fmvae.methods import Method
 from fmvae.objectives.unsupervised import log_normal
 from fmvae.train.optim import BatchedAdam
-from fmvae.train.streams import ModelStreams
+from fmvae.train.streams import ModelStreams, make_streams
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Trainer:
         self.hyper = hyper_tensors(method, hyper, m, device)
         self.samples = [method.samples({k: v[i].item() for k, v in self.hyper.items()}) for i in range(m)]
         self.objective = method.objective_fn
-        self.streams = ModelStreams(seeds)
+        self.streams = make_streams(seeds, device, settings.get("streams", "auto"))
         if freeze_decoder:
             for p in model.decoder_parameters():
                 p.requires_grad_(False)
@@ -179,7 +179,7 @@ class Trainer:
             with substack(self.model, self.opt_encoder, members):
                 hyper = {key: v[members] for key, v in self.hyper.items()}
                 while j <= s["max_inner_steps"]:
-                    eps = self.streams.normal((b, 1, k), active=inner.cpu()).to(self.device)[members]
+                    eps = self.streams.normal((b, 1, k), active=inner).to(self.device)[members]
                     window[members] += self._loss(x[members], eps, inner[members], members, hyper)
                     inner &= ~self.diverged
                     self.opt_encoder.step(inner[members])
@@ -189,7 +189,7 @@ class Trainer:
                         inner &= ~(due & (previous - current < T))
                         previous = torch.where(due, current, previous)
                         window = torch.where(due, torch.zeros_like(window), window)
-                    index = self.streams.randint(n, (b,), active=inner.cpu()).to(self.device)
+                    index = self.streams.randint(n, (b,), active=inner).to(self.device)
                     x = x_train[index]
                     j += 1
                     left = int(inner.sum())
@@ -252,7 +252,7 @@ class Trainer:
             return
         self.aggressive_epochs += aggressive.cpu().long()
         x = x_val[: self.settings["mi_points"]]
-        eps = self.streams.normal((x.shape[0], self.model.latent_dim), active=aggressive.cpu()).to(self.device)
+        eps = self.streams.normal((x.shape[0], self.model.latent_dim), active=aggressive).to(self.device)
         mi = encoder_mutual_information(self.model, x, eps)
         better = aggressive & (mi > self.mi_best)
         self.mi_best = torch.where(better, mi, self.mi_best)
